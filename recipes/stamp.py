@@ -1,0 +1,73 @@
+"""Stage completion markers: a stage is up to date when its marker holds the hash of
+its inputs and config. run.sh chains stages by feeding upstream markers in as inputs,
+so a change anywhere upstream reruns everything downstream, and nothing else.
+
+Files are hashed by content; files over BIG_FILE bytes, by size and mtime (audio and
+feature archives would otherwise cost more to hash than to skip).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import click
+
+from kocall.fileio import atomic_write
+
+BIG_FILE = 32 * 1024 * 1024
+SKIP_NAMES = {".done", "__pycache__"}
+
+
+def _hash_file(digest: "hashlib._Hash", path: Path) -> None:
+    stat = path.stat()
+    digest.update(f"F {path.name} {stat.st_size}\n".encode())
+    if stat.st_size > BIG_FILE:
+        digest.update(f"{stat.st_mtime_ns}\n".encode())
+        return
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def hash_inputs(paths: list[str], texts: list[str]) -> str:
+    """sha1 over option strings and the content of files/directories (recursively, sorted)."""
+    digest = hashlib.sha1()
+    for text in texts:
+        digest.update(f"T {text}\n".encode())
+    for raw in paths:
+        path = Path(raw)
+        digest.update(f"P {raw}\n".encode())
+        if path.is_file():
+            _hash_file(digest, path)
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES and not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith("."):
+                        _hash_file(digest, Path(root) / name)
+        else:
+            digest.update(b"MISSING\n")
+    return digest.hexdigest()
+
+
+@click.group("stamp")
+def stamp_cmd() -> None:
+    """Stage markers: hash inputs, check and write .done files."""
+
+
+@stamp_cmd.command("hash")
+@click.option("--text", "texts", multiple=True, help="an option string that belongs to the hash")
+@click.argument("paths", nargs=-1)
+def hash_cmd(texts: tuple[str, ...], paths: tuple[str, ...]) -> None:
+    """Print the hash of PATHS (files or directories) and the --text strings."""
+    click.echo(hash_inputs(list(paths), list(texts)))
+
+
+@stamp_cmd.command("write")
+@click.argument("marker")
+@click.argument("digest")
+def write_cmd(marker: str, digest: str) -> None:
+    """Atomically write DIGEST to MARKER."""
+    with atomic_write(marker) as handle:
+        handle.write(digest + "\n")

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# kocall: Korean telephone (call-centre) speech recognition, Kaldi style.
+#
+#   ./run.sh                                   # everything, on the embedded synthetic corpus
+#   ./run.sh --stage 4 --stop-stage 4 --force  # retrain only
+#   ./run.sh --corpus hackathon --corpus-dir /path/to/hackathon
+#   ./run.sh --corpus shared-ko                # real Korean speech beside the repo (see README)
+#
+# Every stage writes its artifacts atomically and a marker in $data/.done or $exp/.done
+# holding a hash of its inputs and config: a rerun skips stages that are up to date.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=0
+stop_stage=100
+nj=2
+force=false
+corpus=synth        # synth | hackathon | clovacall | kspon | tsv | kaldi | shared-ko
+corpus_dir=         # default: corpora/synth (synth), ../shared (shared-ko); required otherwise
+label_file=         # hackathon only: default <corpus-dir>/hackathon.labels
+data=data
+exp=exp
+device=cpu          # cpu | cuda (training and decoding)
+model_size=small    # conf/model_<size>.yaml
+unit=char           # char (Korean syllables + space) | bpe (sentencepiece)
+lm_order=6
+punct=strip         # strip | keep-final: sentence-final punctuation as output units
+seed=1
+allow_pipes=false   # let wav.scp entries be shell pipes (`cmd |`)
+setup=true          # bootstrap .venv, packages and KenLM on first use
+
+help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
+_kocall_option_vars="stage stop_stage nj force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup"
+. utils/parse_options.sh
+[ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
+
+if [ "$setup" = true ]; then utils/setup_env.sh; fi
+. ./path.sh
+. utils/stage.sh
+export KOCALL_ALLOW_PIPES=$([ "$allow_pipes" = true ] && echo 1 || echo 0)
+
+case "$corpus" in
+  synth) corpus_dir=${corpus_dir:-corpora/synth} ;;
+  shared-ko) corpus_dir=${corpus_dir:-../shared} ;;
+  *) [ -n "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir" >&2; exit 1; } ;;
+esac
+amdir=$exp/conformer_ctc_${model_size}_${unit}
+lang=$data/lang_${unit}
+test_sets() { cat "$data/test_sets"; }
+
+# Stage 0: data preparation.
+#   in:  the corpus (synth: generated first into $corpus_dir, deterministic for --seed)
+#   out: $data/{train,dev,<test sets>}/{wav.scp,text,utt2spk,spk2utt,utt2dur},
+#        $data/test_sets (names of the test sets), $data/local/lm_text.txt (extra LM text)
+if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
+  if [ "$corpus" = synth ]; then
+    local/synth/make_corpus.sh --nj "$nj" --seed "$seed" --force "$force" "$corpus_dir"
+  fi
+  if stage_begin "$data/.done/prep" "$corpus_dir/.done" local/prepare_corpus.sh \
+       -- "corpus=$corpus" "dir=$corpus_dir" "labels=$label_file" "punct=$punct" "seed=$seed"; then
+    local/prepare_corpus.sh --corpus "$corpus" --label-file "$label_file" --punct "$punct" \
+      --seed "$seed" "$corpus_dir" "$data"
+    stage_end
+  fi
+fi
+
+# Stage 1: fused log-mel features (kernels/fbank) and global CMVN.
+#   in:  $data/<set>/wav.scp, conf/fbank.yaml
+#   out: $data/<set>/feats.scp (+ ark shards, utt2num_frames), $data/train/cmvn.json
+if in_stage 1 "log-mel features"; then
+  if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh; then
+    for x in train dev $(test_sets); do
+      steps/make_fbank.sh --nj "$nj" --fbank-conf conf/fbank.yaml "$data/$x"
+    done
+    steps/compute_cmvn.sh "$data/train"
+    stage_end
+  fi
+fi
+
+# Stage 2: output units.
+#   in:  $data/train/text
+#   out: $lang/tokens.txt (blank = 0), $lang/bpe.model (unit=bpe)
+if in_stage 2 "units ($unit)"; then
+  if stage_begin "$data/.done/lang_$unit" "$data/.done/prep" steps/prepare_lang.sh -- "unit=$unit"; then
+    steps/prepare_lang.sh --unit "$unit" "$data/train" "$lang"
+    stage_end
+  fi
+fi
+
+# Stage 3: n-gram LM over the units (KenLM lmplz/build_binary).
+#   in:  $lang/tokens.txt, $data/train/text, $data/local/lm_text.txt, $data/dev/text
+#   out: $lang/lm/lm.arpa, $lang/lm/lm.bin, $lang/lm/ppl.txt
+if in_stage 3 "${lm_order}-gram LM"; then
+  if stage_begin "$data/.done/lm_$unit" "$data/.done/lang_$unit" conf/lm.yaml steps/train_lm.sh \
+       -- "order=$lm_order"; then
+    steps/train_lm.sh --order "$lm_order" --lm-conf conf/lm.yaml "$lang" "$data/train" "$data/dev" \
+      "$data/local/lm_text.txt" "$lang/lm"
+    stage_end
+  fi
+fi
+
+# Stage 4: Conformer-CTC acoustic model (resumable; kill and rerun to continue).
+#   in:  $data/{train,dev}/feats.scp, $data/train/cmvn.json, $lang/tokens.txt, conf/model_$model_size.yaml
+#   out: $amdir/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, $amdir/final/ (model dir)
+if in_stage 4 "train Conformer-CTC ($model_size) on $device"; then
+  if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats" "$data/.done/lang_$unit" \
+       "conf/model_$model_size.yaml" steps/train.sh -- "device=$device" "seed=$seed"; then
+    steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "conf/model_$model_size.yaml" \
+      "$data/train" "$data/dev" "$lang" "$amdir"
+    stage_end
+  fi
+fi
+
+# Stage 5: decoding: greedy, and CTC prefix beam search with the n-gram LM (kernels/ctc_decoder);
+#   LM weight and bonus are grid-searched on dev and applied to the test sets.
+#   in:  $amdir/final, $lang/lm/lm.arpa, $data/{dev,<test sets>}
+#   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json
+if in_stage 5 "decoding"; then
+  if stage_begin "$exp/.done/$(basename "$amdir").decode" "$exp/.done/$(basename "$amdir").train" \
+       "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh -- "device=$device"; then
+    steps/decode.sh --device "$device" --nj "$nj" --decode-conf conf/decode.yaml \
+      "$amdir" "$lang" "$data" dev $(test_sets)
+    stage_end
+  fi
+fi
+
+# Stage 6: scoring (CRR = (1 - CER) x 100 with spaces removed, plus CER and WER).
+#   in:  $amdir/decode_*/hyp.txt, $data/<set>/text
+#   out: $amdir/decode_*/{score.json,score.txt,align.txt}, $amdir/RESULTS.md
+if in_stage 6 "scoring"; then
+  if stage_begin "$exp/.done/$(basename "$amdir").score" "$exp/.done/$(basename "$amdir").decode" \
+       steps/score.sh -- "punct=$punct"; then
+    steps/score.sh "$amdir" "$data" dev $(test_sets)
+    stage_end
+  fi
+fi
+
+# Stage 7: the finals triple: int8 export, then CRR, size and speed in one report.
+#   in:  $amdir/final, $lang/lm, $data/<test sets>
+#   out: $amdir/final_int8/, $amdir/report.md, $amdir/report.json
+if in_stage 7 "export and report"; then
+  if stage_begin "$exp/.done/$(basename "$amdir").report" "$exp/.done/$(basename "$amdir").score" \
+       steps/report.sh -- "device=$device"; then
+    steps/report.sh --device "$device" "$amdir" "$lang" "$data" $(test_sets)
+    stage_end
+  fi
+fi
+
+if [ -f "$amdir/RESULTS.md" ]; then cat "$amdir/RESULTS.md"; fi

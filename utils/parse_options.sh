@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing, sourced by scripts *after* they set their defaults:
+#   --foo-bar VALUE   sets foo_bar=VALUE (the variable must already exist)
+#   --foo-bar=VALUE   the same
+#   --flag            for a variable whose default is true/false, sets it to true
+#   --help | -h       prints $help_message (if set) and the options with their values
+# An unknown option is an error. Positional arguments are left in "$@".
+
+_kocall_print_help() {
+  [ -n "${help_message:-}" ] && printf '%s\n' "$help_message" >&2
+  echo "Options (current values):" >&2
+  local v
+  for v in ${_kocall_option_vars:-}; do
+    printf '  --%-20s %s\n' "${v//_/-}" "${!v}" >&2
+  done
+}
+
+while true; do
+  [ -z "${1:-}" ] && break
+  case "$1" in
+    --help|-h) _kocall_print_help; exit 0 ;;
+    --*=*)
+      _name=${1%%=*}; _value=${1#*=}
+      _var=${_name#--}; _var=${_var//-/_}
+      if [ -z "${!_var+set}" ]; then echo "$0: invalid option $_name" >&2; _kocall_print_help; exit 1; fi
+      printf -v "$_var" '%s' "$_value"; shift ;;
+    --*)
+      _var=${1#--}; _var=${_var//-/_}
+      if [ -z "${!_var+set}" ]; then echo "$0: invalid option $1" >&2; _kocall_print_help; exit 1; fi
+      _old=${!_var}
+      if { [ "$_old" = true ] || [ "$_old" = false ]; } && { [ $# -lt 2 ] || [[ "$2" == --* ]]; }; then
+        printf -v "$_var" '%s' true; shift
+      else
+        if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
+        if { [ "$_old" = true ] || [ "$_old" = false ]; } && [ "$2" != true ] && [ "$2" != false ]; then
+          echo "$0: option $1 takes true or false, not '$2'" >&2; exit 1
+        fi
+        printf -v "$_var" '%s' "$2"; shift 2
+      fi ;;
+    *) break ;;
+  esac
+done
+unset _name _value _var _old
+true
