@@ -1,0 +1,108 @@
+"""utils/parse_options.sh and utils/stage.sh: option mapping, unknown options, stage skipping."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOY = r"""#!/usr/bin/env bash
+set -euo pipefail
+stage=0
+stop_stage=100
+force=false
+lm_order=6
+fail=false
+help_message="toy recipe"
+_kocall_option_vars="stage stop_stage force lm_order fail"
+. "$KOCALL_ROOT/utils/parse_options.sh"
+. "$KOCALL_ROOT/utils/stage.sh"
+out=$1
+if in_stage 0 "make a"; then
+  if stage_begin "$out/.done/a" "$out/input.txt" -- "order=$lm_order"; then
+    echo "ran a" >> "$out/log"
+    [ "$fail" = true ] && exit 3
+    echo "order $lm_order" > "$out/a.txt"
+    stage_end
+  fi
+fi
+if in_stage 1 "make b"; then
+  if stage_begin "$out/.done/b" "$out/.done/a"; then
+    echo "ran b" >> "$out/log"
+    stage_end
+  fi
+fi
+"""
+
+
+@pytest.fixture
+def toy(tmp_path: Path):
+    script = tmp_path / "toy.sh"
+    script.write_text(TOY)
+    script.chmod(0o755)
+    (tmp_path / "input.txt").write_text("hello\n")
+    env = dict(os.environ, KOCALL_ROOT=str(ROOT),
+               PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(script), *args, str(tmp_path)], capture_output=True, text=True, env=env)
+
+    def ran() -> list[str]:
+        log = tmp_path / "log"
+        lines = log.read_text().split("\n") if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [line for line in lines if line]
+
+    return tmp_path, run, ran
+
+
+def test_unknown_option_is_an_error(toy) -> None:
+    _, run, _ = toy
+    result = run("--no-such-option", "1")
+    assert result.returncode == 1
+    assert "invalid option --no-such-option" in result.stderr
+
+
+def test_dashes_map_to_underscores_and_flags(toy) -> None:
+    out, run, ran = toy
+    assert run("--lm-order", "4").returncode == 0
+    assert (out / "a.txt").read_text() == "order 4\n"
+    assert ran() == ["ran a", "ran b"]
+    assert run("--lm-order=5", "--stop-stage", "0").returncode == 0
+    assert (out / "a.txt").read_text() == "order 5\n" and ran() == ["ran a"]
+    bad = run("--force", "maybe")
+    assert bad.returncode == 1 and "true or false" in bad.stderr
+
+
+def test_rerun_skips_then_reruns_on_change_or_force(toy) -> None:
+    out, run, ran = toy
+    run()
+    assert ran() == ["ran a", "ran b"]
+    second = run()
+    assert ran() == [] and second.stderr.count("up to date, skipping") == 2
+    (out / "input.txt").write_text("changed\n")
+    run()
+    assert ran() == ["ran a", "ran b"]
+    run("--force", "--stage", "1")
+    assert ran() == ["ran b"]
+
+
+def test_interrupted_stage_is_not_done(toy) -> None:
+    out, run, ran = toy
+    run()
+    ran()
+    (out / "input.txt").write_text("new\n")
+    assert run("--fail", "true").returncode == 3
+    assert not (out / ".done" / "a").exists()
+    assert ran() == ["ran a"]
+    run()
+    assert ran() == ["ran a", "ran b"]
+
+
+def test_run_sh_rejects_unknown_option() -> None:
+    result = subprocess.run([str(ROOT / "run.sh"), "--bogus", "1", "--setup", "false"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "invalid option --bogus" in result.stderr
