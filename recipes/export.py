@@ -1,0 +1,553 @@
+"""Compact int8 export of a model directory, and the one loader for float and int8 dirs.
+
+Format choice (`config.json` "quantized": "int8-dynamic-linear"):
+
+* Every `nn.Linear` weight (feed-forward blocks, the conv module's pointwise layers, the
+  front-end projection, the output layer) and both projections of every
+  `nn.MultiheadAttention` -- together ~97% of a Conformer's parameters -- are stored as a
+  plain int8 tensor `<key>_int8` (out, in) plus a float32 per-output-channel scale
+  `<key>_scale` (out,). Symmetric (zero point 0) per-channel quantisation: one badly
+  scaled row cannot cost the others their precision, and no zero points need storing.
+  Everything else (biases, LayerNorms, the depthwise and subsampling convolutions) stays
+  float32: a few percent of the bytes, and the layers where int8 would cost the most
+  accuracy for the least speed.
+* The file is still a plain state dict of tensors, so `torch.load(weights_only=True)`
+  reads it and no pickled code ever runs (a model dir from elsewhere is data, not code).
+  Quantised tensor objects and TorchScript were rejected for that reason, and because
+  their on-disk format changes across torch releases.
+* At load time the model is rebuilt with `build_model(config)` (same code as the float
+  model, so the two cannot drift apart), the float tensors are loaded, and each Linear is
+  replaced by `torch.ao.nn.quantized.dynamic.Linear` whose packed weights are made from
+  the stored int8 values and scales. Activations are quantised on the fly per batch
+  (dynamic quantisation), so CPU inference really runs int8 matmuls (fbgemm/x86 on x86,
+  qnnpack on ARM) -- smaller and faster, with no calibration data needed.
+* Dynamic int8 kernels exist only on the CPU: an int8 dir loads with device "cpu" only.
+
+The directory is self-contained: model.pt, config.json, tokens.txt, cmvn.json, fbank.yaml
+and any other side file of the float dir (e.g. bpe.model) are copied; a relative LM path
+in config.json is rewritten so that it still points at the same file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kocall.errors import KocallError
+from kocall.fileio import atomic_dir
+
+QUANT_TAG = "int8-dynamic-linear"
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("model.pt", "config.json", "tokens.txt", "cmvn.json", "fbank.yaml")
+INT8_SUFFIX = "_int8"      # "<float key>_int8": the int8 values of a quantised weight
+SCALE_SUFFIX = "_scale"    # "<float key>_scale": its per-output-channel float32 scales
+
+BuildFn = Callable[[dict], nn.Module]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _fail(path: Path, problem: str) -> KocallError:
+    return KocallError(f"model dir '{path.parent}': file '{path.name}': {problem}")
+
+
+def check_required_files(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise KocallError(f"model dir '{model_dir}' does not exist or is not a directory")
+    for name in REQUIRED_FILES:
+        if not (model_dir / name).is_file():
+            raise _fail(model_dir / name, "is missing")
+
+
+def read_config(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _fail(path, "is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _fail(path, f"is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise _fail(path, "must hold a JSON object")
+    return config
+
+
+def read_tokens(model_dir: Path) -> list[str]:
+    """tokens.txt: `symbol id` lines with ids 0..V-1, each once."""
+    path = model_dir / "tokens.txt"
+    by_id: dict[int, str] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise _fail(path, f"line {lineno}: expected 'symbol id', got '{line}'")
+        idx = int(parts[1])
+        if idx in by_id:
+            raise _fail(path, f"line {lineno}: id {idx} appears twice")
+        by_id[idx] = parts[0]
+    if sorted(by_id) != list(range(len(by_id))) or not by_id:
+        raise _fail(path, "ids must be 0..V-1 with none missing")
+    return [by_id[i] for i in range(len(by_id))]
+
+
+def check_side_files(model_dir: Path) -> None:
+    """cmvn.json must be {"mean": [...], "std": [...]} of equal length; fbank.yaml a mapping."""
+    import yaml
+
+    path = model_dir / "cmvn.json"
+    try:
+        cmvn = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _fail(path, f"is not valid JSON ({err})") from None
+    if not isinstance(cmvn, dict) or not isinstance(cmvn.get("mean"), list) or not isinstance(cmvn.get("std"), list):
+        raise _fail(path, "must hold {\"mean\": [...], \"std\": [...]}")
+    if len(cmvn["mean"]) != len(cmvn["std"]) or not cmvn["mean"]:
+        raise _fail(path, f"mean has {len(cmvn['mean'])} values but std has {len(cmvn['std'])}")
+    path = model_dir / "fbank.yaml"
+    try:
+        fbank = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise _fail(path, f"is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(fbank, dict):
+        raise _fail(path, "must hold a YAML mapping")
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load with weights_only=True (no pickled code), errors naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise _fail(path, "is missing") from None
+    except Exception as err:  # torch raises many kinds for a corrupt or unsafe file
+        raise _fail(path, f"cannot be read as a weights-only state dict ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _fail(path, "must hold a dict of tensors (a state dict)")
+    return state
+
+
+def vocab_size_of(model: nn.Module) -> int | None:
+    """The output dimension: out_features of the last Linear registered in the model."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            last = module
+    return None if last is None else last.out_features
+
+
+def check_vocab(model: nn.Module, config: dict, tokens: list[str], model_dir: Path) -> None:
+    # config.json nests the hyper-parameters under "model" (a bare dict is accepted too).
+    declared = (config.get("model") if isinstance(config.get("model"), dict) else config).get("vocab_size")
+    if declared is not None and declared != len(tokens):
+        raise _fail(model_dir / "config.json",
+                    f"vocab_size is {declared} but tokens.txt has {len(tokens)} tokens")
+    output = vocab_size_of(model)
+    if output is not None and output != len(tokens):
+        raise _fail(model_dir / "tokens.txt",
+                    f"has {len(tokens)} tokens but the model outputs {output} classes")
+
+
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, tuple[torch.Size, str]],
+                     path: Path) -> None:
+    """Same keys, same shapes; `expected` maps key -> (shape, "int8"|"float"|"other")."""
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing:
+        raise _fail(path, f"missing tensor(s) {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    if extra:
+        raise _fail(path, f"unexpected tensor(s) {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+    for key, (shape, kind) in expected.items():
+        tensor = state[key]
+        if tensor.shape != shape:
+            raise _fail(path, f"tensor '{key}' has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+        if kind == "int8" and tensor.dtype != torch.int8:
+            raise _fail(path, f"tensor '{key}' has dtype {tensor.dtype}, expected torch.int8")
+        if kind == "float" and not tensor.is_floating_point():
+            raise _fail(path, f"tensor '{key}' has dtype {tensor.dtype}, expected a float tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _fail(path, f"tensor '{key}' holds NaN or infinite values")
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    # Integer buffers (e.g. BatchNorm's num_batches_tracked) keep their own dtype: "other".
+    return "float" if tensor.is_floating_point() else "other"
+
+
+# ---------------------------------------------------------------------- quantisation
+
+
+def quantizable_modules(model: nn.Module) -> dict[str, str]:
+    """Module name -> "linear" | "mha" for every layer stored as int8.
+
+    A plain nn.Linear becomes a dynamic int8 Linear. nn.MultiheadAttention (its
+    in_proj_weight is a bare Parameter and its forward reads out_proj.weight directly,
+    which is why torch's own quantize_dynamic leaves it float) becomes `Int8SelfAttention`,
+    which runs both projections as int8 matmuls and the attention itself in float.
+    """
+    found: dict[str, str] = {}
+    inside_mha: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention) and _mha_supported(module):
+            found[name] = "mha"
+            inside_mha.add(f"{name}.out_proj")
+        elif type(module) is nn.Linear and name and name not in inside_mha:
+            found[name] = "linear"
+    return found
+
+
+def _mha_supported(mha: nn.MultiheadAttention) -> bool:
+    return (mha.batch_first and mha._qkv_same_embed_dim and mha.in_proj_bias is not None
+            and mha.bias_k is None and not mha.add_zero_attn)
+
+
+def quantized_weight_keys(modules: dict[str, str]) -> list[str]:
+    """The float state-dict keys that are stored as `<key>_int8` + `<key>_scale`."""
+    keys = []
+    for name, kind in modules.items():
+        keys += [f"{name}.in_proj_weight", f"{name}.out_proj.weight"] if kind == "mha" else [f"{name}.weight"]
+    return keys
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: w ~= q * scale[:, None], q in [-127, 127]."""
+    weight = weight.detach().float().cpu()
+    scale = weight.abs().amax(dim=1) / 127.0
+    # An all-zero row would give scale 0 (division by zero); any positive scale is exact for it.
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale.to(torch.float32)
+
+
+def quantize_state_dict(float_state: dict[str, torch.Tensor], modules: dict[str, str]) -> dict[str, torch.Tensor]:
+    state: dict[str, torch.Tensor] = {}
+    weights = set(quantized_weight_keys(modules))
+    for key, tensor in float_state.items():
+        if key in weights:
+            state[key + INT8_SUFFIX], state[key + SCALE_SUFFIX] = quantize_weight(tensor)
+        else:
+            state[key] = tensor.detach().cpu().clone()
+    return state
+
+
+def expected_int8_state(model: nn.Module, modules: dict[str, str]) -> dict[str, tuple[torch.Size, str]]:
+    expected: dict[str, tuple[torch.Size, str]] = {}
+    weights = set(quantized_weight_keys(modules))
+    for key, tensor in model.state_dict().items():
+        if key in weights:
+            expected[key + INT8_SUFFIX] = (tensor.shape, "int8")
+            expected[key + SCALE_SUFFIX] = (torch.Size([tensor.shape[0]]), "float")
+        else:
+            expected[key] = (tensor.shape, _kind(tensor))
+    return expected
+
+
+def choose_engine() -> str:
+    """x86 (fbgemm's successor) on x86 CPUs, qnnpack on ARM."""
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "qnnpack"):
+        if engine in engines:
+            return engine
+    raise KocallError("this torch build has no quantised CPU engine (x86, fbgemm or qnnpack)")
+
+
+def int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """A dynamic-quantised Linear whose packed weight is exactly the stored int8 values."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    out_features, in_features = q.shape
+    with warnings.catch_warnings():
+        # The quantised tensor constructors warn about a future deprecation; the packed
+        # weights they feed are what makes the int8 matmul run today.
+        warnings.simplefilter("ignore")
+        qweight = torch._make_per_channel_quantized_tensor(
+            q, scale.double(), torch.zeros(out_features, dtype=torch.long), 0)
+        module = DynamicLinear(in_features, out_features, bias_=bias is not None, dtype=torch.qint8)
+        module.set_weight_bias(qweight, None if bias is None else bias.float())
+    return module
+
+
+class Int8SelfAttention(nn.Module):
+    """Drop-in for a batch_first nn.MultiheadAttention at inference: int8 projections.
+
+    Same call as the float module (query, key, value, key_padding_mask=..., need_weights=False)
+    and the same maths: packed q/k/v projection, scaled dot-product attention with padded
+    keys masked, output projection. Attention dropout is not applied (inference only).
+    """
+
+    def __init__(self, in_proj: nn.Module, out_proj: nn.Module, num_heads: int, embed_dim: int) -> None:
+        super().__init__()
+        self.in_proj = in_proj
+        self.out_proj = out_proj
+        self.num_heads = num_heads
+        self.embed_dim = embed_dim
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.embed_dim // self.num_heads).transpose(1, 2)
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = False,
+                attn_mask: torch.Tensor | None = None, **_: Any) -> tuple[torch.Tensor, None]:
+        if need_weights or attn_mask is not None:
+            raise KocallError("int8 attention supports key_padding_mask only (need_weights=False, no attn_mask)")
+        d = self.embed_dim
+        if query is key and key is value:  # self-attention: one fused projection
+            q, k, v = self.in_proj(query).split(d, dim=-1)
+        else:
+            q = self.in_proj(query)[..., :d]
+            k = self.in_proj(key)[..., d:2 * d]
+            v = self.in_proj(value)[..., 2 * d:]
+        mask = None
+        if key_padding_mask is not None:
+            if key_padding_mask.dtype != torch.bool:
+                raise KocallError("int8 attention: key_padding_mask must be boolean (True = padded key)")
+            mask = ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), attn_mask=mask)
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, d)), None
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _int8_module(model: nn.Module, name: str, kind: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    if kind == "linear":
+        key = f"{name}.weight"
+        return int8_linear(state[key + INT8_SUFFIX], state[key + SCALE_SUFFIX], state.get(f"{name}.bias"))
+    mha = model.get_submodule(name)
+    in_key, out_key = f"{name}.in_proj_weight", f"{name}.out_proj.weight"
+    in_proj = int8_linear(state[in_key + INT8_SUFFIX], state[in_key + SCALE_SUFFIX], state[f"{name}.in_proj_bias"])
+    out_proj = int8_linear(state[out_key + INT8_SUFFIX], state[out_key + SCALE_SUFFIX],
+                           state.get(f"{name}.out_proj.bias"))
+    return Int8SelfAttention(in_proj, out_proj, mha.num_heads, mha.embed_dim)
+
+
+def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: dict[str, str]) -> nn.Module:
+    """Load the float tensors into `model`, then swap each listed layer for its int8 twin."""
+    torch.backends.quantized.engine = choose_engine()
+    float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
+    result = model.load_state_dict(float_part, strict=False)
+    unexpected_missing = set(result.missing_keys) - set(quantized_weight_keys(modules))
+    if unexpected_missing or result.unexpected_keys:  # check_state_dict ran first; defensive only
+        raise KocallError(f"int8 state dict does not fit the model: missing {sorted(unexpected_missing)[:3]}, "
+                          f"unexpected {result.unexpected_keys[:3]}")
+    for name, kind in modules.items():
+        _set_submodule(model, name, _int8_module(model, name, kind, state))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------ model dirs
+
+
+def _default_build() -> BuildFn:
+    from kocall.conformer_ctc.model import build_model
+
+    return build_model
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from kocall.lang import Tokenizer
+
+    return Tokenizer.from_lang_dir(model_dir)
+
+
+def _build(build: BuildFn, config: dict, model_dir: Path) -> nn.Module:
+    try:
+        return build(config)
+    except KocallError:
+        raise
+    except Exception as err:  # a config whose hyper-parameters do not make a model
+        raise _fail(model_dir / "config.json", f"does not describe a buildable model "
+                                               f"({type(err).__name__}: {err})") from None
+
+
+def validate_model_dir(model_dir: str | os.PathLike, build: BuildFn | None = None
+                       ) -> tuple[nn.Module, dict[str, torch.Tensor], dict, list[str]]:
+    """Check every file of a float or int8 model dir against the model that config.json builds.
+
+    Returns (freshly built float model, state dict, config, tokens). Raises KocallError
+    naming the file and the problem for any missing file, bad JSON/YAML, wrong vocab size,
+    missing/extra tensor or wrong tensor shape.
+    """
+    model_dir = Path(model_dir)
+    check_required_files(model_dir)
+    config = read_config(model_dir)
+    tokens = read_tokens(model_dir)
+    check_side_files(model_dir)
+    model = _build(build or _default_build(), config, model_dir)
+    check_vocab(model, config, tokens, model_dir)
+    state = load_state_dict(model_dir / "model.pt")
+    kind = config.get("quantized", False)
+    if kind in (False, None, "none"):
+        expected = {k: (v.shape, _kind(v)) for k, v in model.state_dict().items()}
+    elif kind == QUANT_TAG:
+        expected = expected_int8_state(model, _stored_modules(config, model, model_dir))
+    else:
+        raise _fail(model_dir / "config.json", f"unknown \"quantized\" value {kind!r} "
+                                               f"(expected false or \"{QUANT_TAG}\")")
+    check_state_dict(state, expected, model_dir / "model.pt")
+    return model, state, config, tokens
+
+
+def _stored_modules(config: dict, model: nn.Module, model_dir: Path) -> dict[str, str]:
+    info = config.get("quantization")
+    if not isinstance(info, dict) or not isinstance(info.get("modules"), dict):
+        raise _fail(model_dir / "config.json", "an int8 dir needs \"quantization\": {\"modules\": {...}}")
+    known = quantizable_modules(model)
+    for name, kind in info["modules"].items():
+        if known.get(name) != kind:
+            raise _fail(model_dir / "config.json", f"quantised layer '{name}' ({kind}) is not a layer of this model")
+    return dict(info["modules"])
+
+
+def load_int8_model_dir(model_dir: str | os.PathLike, device: str = "cpu", build: BuildFn | None = None
+                        ) -> tuple[nn.Module, Any, dict]:
+    """Load an int8 model dir as (model, tokenizer, config); CPU only."""
+    if str(device) != "cpu":
+        raise KocallError(f"model dir '{model_dir}' is int8 ({QUANT_TAG}); its kernels run on the CPU only: "
+                          f"use --device cpu")
+    model_dir = Path(model_dir)
+    model, state, config, _ = validate_model_dir(model_dir, build)
+    if config.get("quantized") != QUANT_TAG:
+        raise _fail(model_dir / "config.json", f"\"quantized\" is {config.get('quantized')!r}, not \"{QUANT_TAG}\"")
+    model = build_int8_model(model, state, _stored_modules(config, model, model_dir))
+    return model, _load_tokenizer(model_dir), config
+
+
+def load_any_model_dir(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Any, dict]:
+    """The loader for `kocall decode --model DIR`: dispatches on config.json "quantized"."""
+    model_dir = Path(model_dir)
+    check_required_files(model_dir)
+    if read_config(model_dir).get("quantized") == QUANT_TAG:
+        return load_int8_model_dir(model_dir, device)
+    validate_model_dir(model_dir)
+    from kocall.conformer_ctc.model_dir import load_model_dir
+
+    return load_model_dir(model_dir, device)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportSummary:
+    out_dir: Path
+    float_bytes: int
+    int8_bytes: int
+    n_layers: int
+    quantized_params: int
+    total_params: int
+    skipped: bool = False
+
+
+def dir_size_bytes(path: str | os.PathLike) -> int:
+    """Bytes of the regular files under `path` (the LM is referenced, not inside, so not counted)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_fingerprint(src: Path) -> str:
+    """Hash of the float dir's files: the export is up to date when this is unchanged."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{path.name} {file_sha256(path)}\n".encode())
+    digest.update(f"format {FORMAT_VERSION}\n".encode())
+    return digest.hexdigest()
+
+
+def _rebase_lm_path(value: Any, src: Path, dst: Path) -> Any:
+    # A relative LM path is relative to the model dir; keep it pointing at the same file.
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    return os.path.relpath(os.path.normpath(src.resolve() / value), dst.resolve())
+
+
+def is_up_to_date(src: Path, dst: Path) -> bool:
+    try:
+        config = read_config(dst)
+    except KocallError:
+        return False
+    stored = config.get("quantization", {}).get("source_fingerprint") if isinstance(
+        config.get("quantization"), dict) else None
+    return (stored == _source_fingerprint(src) and all((dst / n).is_file() for n in REQUIRED_FILES))
+
+
+def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn | None = None,
+                if_stale: bool = False) -> ExportSummary:
+    """Write the int8 twin of float model dir `src` to `dst` (atomically, as a whole dir)."""
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise KocallError(f"export: --out must differ from --model ('{src}')")
+    if if_stale and dst.is_dir() and is_up_to_date(src, dst):
+        return ExportSummary(dst, dir_size_bytes(src), dir_size_bytes(dst), 0, 0, 0, skipped=True)
+    model, state, config, _ = validate_model_dir(src, build)
+    if config.get("quantized") not in (False, None, "none"):
+        raise _fail(src / "config.json", f"is already quantised ({config.get('quantized')!r}); export a float dir")
+    modules = quantizable_modules(model)
+    qstate = quantize_state_dict(state, modules)
+    out_config = dict(config)
+    out_config["quantized"] = QUANT_TAG
+    out_config["quantization"] = {
+        "format_version": FORMAT_VERSION,
+        "scheme": "per-output-channel symmetric int8 weights, float32 scales; dynamic int8 activations",
+        "modules": modules,
+        "source_fingerprint": _source_fingerprint(src),
+    }
+    if "lm" in out_config:
+        out_config["lm"] = _rebase_lm_path(out_config["lm"], src, dst)
+    with atomic_dir(dst) as tmp:
+        for path in sorted(src.iterdir()):
+            if path.is_file() and path.name not in ("model.pt", "config.json") and not path.name.startswith("."):
+                shutil.copy2(path, tmp / path.name)
+        torch.save(qstate, tmp / "model.pt")
+        (tmp / "config.json").write_text(json.dumps(out_config, indent=2, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    keys = quantized_weight_keys(modules)
+    return ExportSummary(
+        out_dir=dst, float_bytes=dir_size_bytes(src), int8_bytes=dir_size_bytes(dst), n_layers=len(modules),
+        quantized_params=sum(state[k].numel() for k in keys),
+        total_params=sum(t.numel() for t in state.values()))
+
+
+@click.command("export")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="float model dir (e.g. exp/.../final)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="int8 model dir to write (e.g. exp/.../final_int8)")
+@click.option("--dtype", type=click.Choice(["int8"]), default="int8", show_default=True)
+@click.option("--if-stale", is_flag=True, help="do nothing when --out is already the export of --model")
+def export_cmd(model_dir: str, out_dir: str, dtype: str, if_stale: bool) -> None:
+    """Export a float model dir as a compact int8 model dir that `kocall decode` loads."""
+    summary = export_int8(model_dir, out_dir, if_stale=if_stale)
+    if summary.skipped:
+        click.echo(f"{out_dir}: up to date ({summary.int8_bytes / 1e6:.2f} MB)")
+        return
+    # Load what was written: an export that cannot be loaded must fail here, not at decode time.
+    with contextlib.redirect_stdout(None):
+        load_int8_model_dir(out_dir)
+    click.echo(f"{out_dir}: {summary.n_layers} layers as {dtype} "
+               f"({summary.quantized_params / max(summary.total_params, 1):.0%} of {summary.total_params:,} "
+               f"weights); {summary.float_bytes / 1e6:.2f} MB -> {summary.int8_bytes / 1e6:.2f} MB")
