@@ -18,7 +18,8 @@ Format choice (`config.json` "quantized": "int8-dynamic-linear"):
 * At load time the model is rebuilt with `build_model(config)` (same code as the float
   model, so the two cannot drift apart), the float tensors are loaded, and each Linear is
   replaced by `torch.ao.nn.quantized.dynamic.Linear` whose packed weights are made from
-  the stored int8 values and scales. Activations are quantised on the fly per batch
+  the stored int8 values and scales (each attention becomes `Int8SelfAttention`: two
+  such Linears around float scaled-dot-product attention). Activations are quantised on the fly per batch
   (dynamic quantisation), so CPU inference really runs int8 matmuls (fbgemm/x86 on x86,
   qnnpack on ARM) -- smaller and faster, with no calibration data needed.
 * Dynamic int8 kernels exist only on the CPU: an int8 dir loads with device "cpu" only.
