@@ -134,3 +134,45 @@ def test_greedy_collapses_repeats_and_drops_blanks():
         lp[0, t, v] = 0.0
     assert greedy_decode(lp, np.array([7])) == [[1, 1, 2]]
     assert greedy_decode(lp, np.array([2])) == [[1]]
+
+
+CUDASIM_SCRIPT = r"""
+import json, sys
+import numpy as np
+from kocall_kernels.ctc_decoder import DecoderConfig
+from kocall_kernels.ctc_decoder import cuda as ctc_cuda
+from kocall_kernels.ngram.tables import NgramTables
+
+data = np.load(sys.argv[1])
+tables = NgramTables.load(sys.argv[2]) if sys.argv[2] != "-" else None
+cfg = DecoderConfig(**json.loads(sys.argv[3]))
+hyps = ctc_cuda.decode_batch(data["lp"], data["lens"], cfg, tables, threads_per_block=int(sys.argv[4]))
+print(json.dumps([[h.__dict__ for h in utt] for utt in hyps]))
+"""
+
+
+@pytest.mark.parametrize("cfg,threads", [(CONFIGS[0], 8), (CONFIGS[2], 32)])
+def test_simulated_cuda_kernel_matches_cpu_twin(cfg, threads, tables, tmp_path):
+    """The CUDA kernel under NUMBA_ENABLE_CUDASIM=1 (a subprocess: the switch must precede
+    importing numba). Few threads per block, so each thread strides over several items."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from kocall_kernels.ctc_decoder import Hypothesis
+
+    lp, lens = random_posteriors(3, 10, len(SYMBOLS), seed=21 + threads)
+    np.savez(tmp_path / "post.npz", lp=lp, lens=lens)
+    lm_tables = tables if cfg.lm_weight else None
+    if lm_tables is not None:
+        tables.save(tmp_path / "lm.npz")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    run = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(tmp_path / "post.npz"),
+                          str(tmp_path / "lm.npz") if lm_tables is not None else "-",
+                          json.dumps(dataclasses.asdict(cfg)), str(threads)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = [[Hypothesis(**h) for h in utt] for utt in json.loads(run.stdout.strip().splitlines()[-1])]
+    assert_same(got, cpu.decode_batch(lp, lens, cfg, lm_tables))
+    assert_same(got, reference.decode_batch(lp, lens, cfg, reference.TablesLM(tables) if lm_tables is not None else None))
