@@ -1,0 +1,113 @@
+"""Corpus readers: every supported corpus format -> list[kocall.datadir.Utterance].
+
+Readers: `hackathon` (Naver AI Hackathon 2019 Speech layout; also our synthetic corpus),
+`clovacall` (ClovaCall JSON), `kspon` (KsponSpeech .pcm/.txt), `tsv` (utt_id/speaker/path/text
+manifests, as ../shared/corpora writes them), `kaldi_dir` (an existing Kaldi data dir).
+They all normalise transcripts with kocall.text_norm.normalize_text and fill in durations;
+`write_prepared` writes the recipe's `$data` layout.
+
+This module holds the helpers they share: normalising with a clear error, durations, and
+the writer of DATA/{train,dev,<test sets>}, DATA/test_sets and DATA/local/lm_text.txt.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from kocall.datadir import Utterance, write_data_dir
+from kocall.errors import AudioError, DataError, where
+from kocall.fileio import atomic_write
+from kocall.text_norm import normalize_text
+
+PCM_BYTES_PER_SECOND = 32000  # s16le mono 16 kHz
+
+
+def normalized_or_fail(utt_id: str, source: str | os.PathLike, text: str, punct: str) -> str:
+    """normalize_text, but an empty result is an error naming the utterance and file."""
+    normalized = normalize_text(text, punct)
+    if not normalized:
+        raise DataError(f"{where(utt_id, str(source))}: transcript {text!r} is empty after normalisation")
+    return normalized
+
+
+def audio_duration(utt_id: str, spec: str) -> float:
+    """Seconds of audio from the header (soundfile.info), or size/32000 for raw .pcm.
+
+    Reads headers only, so preparing a large corpus stays fast; features decode the samples
+    (with full validation) later.
+    """
+    if spec.rstrip().endswith("|"):
+        from kocall.audio import duration_seconds
+
+        return duration_seconds(spec, utt_id)
+    path = Path(spec)
+    if not path.is_file():
+        raise AudioError(f"{where(utt_id, spec)}: audio file is missing")
+    if path.suffix.lower() == ".pcm":
+        size = path.stat().st_size
+        if size == 0 or size % 2:
+            raise AudioError(f"{where(utt_id, spec)}: raw PCM is empty or truncated ({size} bytes)")
+        return size / PCM_BYTES_PER_SECOND
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
+        raise AudioError(f"{where(utt_id, spec)}: unreadable or corrupt audio ({exc})") from None
+    if info.channels != 1:
+        raise AudioError(f"{where(utt_id, spec)}: {info.channels} channels; kocall expects mono audio")
+    if info.frames <= 0:
+        raise AudioError(f"{where(utt_id, spec)}: audio has no samples")
+    return info.frames / info.samplerate
+
+
+def add_durations(utts: list[Utterance], desc: str = "durations") -> list[Utterance]:
+    """Fill in `duration` of every utterance that lacks one (tqdm progress)."""
+    for utt in tqdm(utts, desc=desc, unit="utt", leave=False, disable=len(utts) < 200):
+        if utt.duration is None:
+            utt.duration = audio_duration(utt.utt_id, utt.wav)
+    return utts
+
+
+def check_unique(utts: list[Utterance], source: str | os.PathLike) -> None:
+    """Duplicate utterance ids are an error naming both sources."""
+    seen: dict[str, Utterance] = {}
+    for utt in utts:
+        if utt.utt_id in seen:
+            raise DataError(f"{where(utt.utt_id, str(source))}: duplicate utterance id "
+                            f"(audio '{seen[utt.utt_id].wav}' and '{utt.wav}')")
+        seen[utt.utt_id] = utt
+
+
+def speaker_prefixed(speaker: str, name: str) -> str:
+    """Kaldi convention: utterance ids start with the speaker, so both sort the same way."""
+    return name if name == speaker or name.startswith(speaker + "-") else f"{speaker}-{name}"
+
+
+def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], test_sets: list[str],
+                   lm_lines: list[str] | None = None) -> None:
+    """Write DATA/<set> for every set, DATA/test_sets and DATA/local/lm_text.txt."""
+    data = Path(data)
+    if "train" not in sets or "dev" not in sets:
+        raise DataError(f"data dir '{data}': preparation needs a train and a dev set, got {sorted(sets)}")
+    for name, utts in sets.items():  # all audio checked before anything is written
+        add_durations(utts, desc=f"durations {name}")
+    for name, utts in sets.items():
+        write_data_dir(data / name, utts)
+    with atomic_write(data / "test_sets") as handle:
+        handle.write("".join(f"{name}\n" for name in test_sets))
+    with atomic_write(data / "local" / "lm_text.txt") as handle:
+        handle.write("".join(f"{line}\n" for line in (lm_lines or [])))
+
+
+def read_lm_text(path: str | os.PathLike, punct: str) -> list[str]:
+    """Normalise an extra LM text file (one sentence per line); lines that normalise to nothing go."""
+    lines = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for raw in handle:
+            line = normalize_text(raw, punct)
+            if line:
+                lines.append(line)
+    return lines

@@ -1,0 +1,156 @@
+"""`kocall prep <format>`: corpus -> DATA/{train,dev,<test sets>}, DATA/test_sets, DATA/local/lm_text.txt.
+
+Every subcommand takes the source, `--out DATA`, `--punct`, `--seed` and `--dev-fraction`
+(used only where the corpus has no dev set: whole speakers are held out). Also
+`kocall prep fix-data-dir DIR` (utils/fix_data_dir.sh).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kocall.corpora import read_lm_text, write_prepared
+from kocall.corpora.splits import split_by_speaker
+from kocall.datadir import Utterance
+from kocall.errors import DataError
+from kocall.text_norm import PUNCT_MODES
+
+
+def common_options(func):
+    """The options every `kocall prep` subcommand shares."""
+    func = click.option("--dev-fraction", type=float, default=0.1, show_default=True,
+                        help="share of train (by speaker) held out for dev when the corpus has no dev set")(func)
+    func = click.option("--seed", type=int, default=1, show_default=True, help="seed of the dev split")(func)
+    func = click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)(func)
+    func = click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+                        help="output data root (DATA)")(func)
+    return func
+
+
+def finish(out: str, sets: dict[str, list[Utterance]], test_sets: list[str], seed: int, dev_fraction: float,
+           lm_lines: list[str] | None = None) -> None:
+    """Split off dev if needed, write everything, print one line per set."""
+    sets = dict(sets)
+    if "dev" not in sets:
+        sets["train"], sets["dev"] = split_by_speaker(sets["train"], dev_fraction, seed)
+    write_prepared(out, sets, test_sets, lm_lines)
+    for name in ["train", "dev", *test_sets]:
+        utts = sets[name]
+        hours = sum(u.duration or 0.0 for u in utts) / 3600
+        click.echo(f"{Path(out) / name}: {len(utts)} utterances, {len({u.speaker for u in utts})} speakers, "
+                   f"{hours:.2f} h")
+
+
+def _test_order(names: list[str]) -> list[str]:
+    """'test' first, then the rest by name."""
+    return sorted(names, key=lambda n: (n != "test", n))
+
+
+@click.group("prep")
+def prep_cmd() -> None:
+    """Prepare Kaldi data dirs from a corpus."""
+
+
+@prep_cmd.command("hackathon")
+@click.argument("corpus_dir", type=click.Path(file_okay=False))
+@click.option("--label-file", type=click.Path(dir_okay=False), default=None,
+              help="character table [default: CORPUS_DIR/hackathon.labels]")
+@common_options
+def hackathon_cmd(corpus_dir: str, label_file: str | None, out: str, punct: str, seed: int,
+                  dev_fraction: float) -> None:
+    """Naver AI Hackathon 2019 layout (and the synthetic corpus)."""
+    from kocall.corpora.hackathon import read_hackathon
+
+    sets = read_hackathon(corpus_dir, label_file or None, punct)
+    lm_file = Path(corpus_dir) / "lm_text.txt"
+    lm_lines = read_lm_text(lm_file, punct) if lm_file.is_file() else []
+    finish(out, sets, _test_order([s for s in sets if s not in ("train", "dev")]), seed, dev_fraction, lm_lines)
+
+
+def _json_sets(source: Path) -> dict[str, Path]:
+    if source.is_file():
+        return {"train": source}
+    found: dict[str, Path] = {}
+    for path in sorted(source.glob("*.json")):
+        stem = path.stem.lower()
+        for name in ("train", "dev", "test"):
+            if stem.startswith(name):
+                if name in found:
+                    raise DataError(f"directory '{source}': both '{found[name].name}' and '{path.name}' "
+                                    f"look like the {name} manifest; pass the file itself")
+                found[name] = path
+    if "train" not in found:
+        raise DataError(f"directory '{source}': no train*.json manifest")
+    return found
+
+
+@prep_cmd.command("clovacall")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--wav-dir", type=click.Path(file_okay=False), default=None,
+              help="folder the JSON 'wav' paths are relative to [default: the JSON's folder]")
+@common_options
+def clovacall_cmd(source: str, wav_dir: str | None, out: str, punct: str, seed: int, dev_fraction: float) -> None:
+    """ClovaCall JSON: SOURCE is the train JSON, or a folder with train*.json (+ dev*.json, test*.json)."""
+    from kocall.corpora.clovacall import read_clovacall
+
+    sets = {name: read_clovacall(path, wav_dir, punct) for name, path in _json_sets(Path(source)).items()}
+    finish(out, sets, [s for s in sets if s == "test"], seed, dev_fraction)
+
+
+@prep_cmd.command("kspon")
+@click.argument("corpus_dir", type=click.Path(file_okay=False))
+@click.option("--side", type=click.Choice(["spelling", "pronunciation"]), default="spelling", show_default=True,
+              help="which half of a (spelling)/(pronunciation) dual transcription to keep")
+@common_options
+def kspon_cmd(corpus_dir: str, side: str, out: str, punct: str, seed: int, dev_fraction: float) -> None:
+    """KsponSpeech .pcm/.txt tree (eval_clean/, eval_other/ folders become test sets)."""
+    from kocall.corpora.kspon import read_kspon
+
+    sets = read_kspon(corpus_dir, side, punct)
+    finish(out, sets, _test_order([s for s in sets if s != "train"]), seed, dev_fraction)
+
+
+@prep_cmd.command("tsv")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--test", "tests", multiple=True, metavar="NAME=TSV", help="a test set manifest (repeatable)")
+@common_options
+def tsv_cmd(source: str, tests: tuple[str, ...], out: str, punct: str, seed: int, dev_fraction: float) -> None:
+    """TSV manifest(s): SOURCE is the train TSV or a folder with transcripts.tsv."""
+    from kocall.corpora.tsv import read_tsv_manifest
+
+    path = Path(source)
+    sets = {"train": read_tsv_manifest(path / "transcripts.tsv" if path.is_dir() else path, punct)}
+    test_names = []
+    for spec in tests:
+        name, sep, tsv = spec.partition("=")
+        if not sep or not name or name in ("train", "dev") or name in sets:
+            raise DataError(f"--test '{spec}': expected NAME=TSV with a new name other than train/dev")
+        sets[name] = read_tsv_manifest(tsv, punct)
+        test_names.append(name)
+    finish(out, sets, test_names, seed, dev_fraction)
+
+
+@prep_cmd.command("kaldi")
+@click.argument("source", type=click.Path(file_okay=False, exists=True))
+@common_options
+def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float) -> None:
+    """Existing Kaldi data: SOURCE is a data root (train/, dev/, tests) or one data dir (-> train)."""
+    from kocall.corpora.kaldi_dir import find_kaldi_sets, read_kaldi_dir
+
+    if Path(source).resolve() == Path(out).resolve():
+        raise DataError(f"--out '{out}' is the source itself; choose another folder")
+    dirs, tests = find_kaldi_sets(source)
+    sets = {name: read_kaldi_dir(path, punct) for name, path in dirs.items()}
+    lm = Path(source) / "local" / "lm_text.txt"
+    finish(out, sets, tests, seed, dev_fraction, read_lm_text(lm, punct) if lm.is_file() else [])
+
+
+@prep_cmd.command("fix-data-dir")
+@click.argument("data_dir", type=click.Path(file_okay=False, exists=True))
+def fix_data_dir_cmd(data_dir: str) -> None:
+    """Sort a data dir, keep utterances present in every table, rebuild spk2utt."""
+    from kocall.corpora.kaldi_dir import fix_data_dir
+
+    kept, removed = fix_data_dir(data_dir)
+    click.echo(f"{data_dir}: kept {kept} utterances, removed {removed}")
