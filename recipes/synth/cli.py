@@ -1,0 +1,35 @@
+"""`kocall synth`: generate the synthetic call-centre telephone corpus (hackathon 2019 layout)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from kocall.paths import REPO_ROOT
+
+DEFAULT_CONFIG = REPO_ROOT / "conf" / "synth.yaml"
+
+
+@click.command("synth")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help=f"YAML config (default: conf/synth.yaml when present)")
+@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
+@click.option("--seed", type=int, default=None, help="random seed (default: the config's)")
+@click.option("--hours", type=float, default=None, help="training audio, hours")
+@click.option("--dev-minutes", type=float, default=None)
+@click.option("--test-minutes", type=float, default=None)
+@click.option("--lm-sentences", type=int, default=None, help="sentences in lm_text.txt")
+@click.option("--variants", default=None, help="comma-separated espeak-ng variants to draw voices from")
+@click.argument("root", type=click.Path(file_okay=False))
+def synth_cmd(config_path: str | None, nj: int, seed: int | None, hours: float | None, dev_minutes: float | None,
+              test_minutes: float | None, lm_sentences: int | None, variants: str | None, root: str) -> None:
+    """Generate the corpus into ROOT (built in a temp dir, then renamed into place)."""
+    from kocall.synth.generate import SynthConfig, generate_corpus, stats_text
+
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = str(DEFAULT_CONFIG)
+    variant_list = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    cfg = SynthConfig.from_yaml(config_path, seed=seed, train_hours=hours, dev_minutes=dev_minutes,
+                                test_minutes=test_minutes, lm_sentences=lm_sentences, variants=variant_list)
+    stats = generate_corpus(Path(root), cfg, nj=nj)
+    click.echo(stats_text(stats), nl=False)
