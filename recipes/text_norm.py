@@ -57,16 +57,20 @@ SENTENCE_FINAL = "?.!"
 
 _FULLWIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}
 _FULLWIDTH[0x3000] = 0x20  # ideographic space
-_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d,])")
-_DIGIT_GROUPS = re.compile(r"(?<![\d.])\d+(?:-\d+)+(?![\d.])")
-_LEADING_ZERO = re.compile(r"(?<![\d.])0\d+(?![\d.])")
+# A number starts after no digit (nor "digit.") and ends before no digit (nor ".digit"):
+# "3." at the end of a sentence is the number 3, "1.5" is one decimal.
+_START = r"(?<!\d)(?<!\d\.)"
+_END = r"(?!\d)(?!\.\d)"
+_THOUSANDS = re.compile(_START + r"\d{1,3}(?:,\d{3})+(?![\d,])")
+_DIGIT_GROUPS = re.compile(_START + r"\d+(?:-\d+)+" + _END)
+_LEADING_ZERO = re.compile(_START + r"0\d+" + _END)
 _CLOCK = re.compile(r"(?<![\d.:])(\d{1,2}):(\d{2})(?![\d:])")
-_DECIMAL = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])")
+_DECIMAL = re.compile(_START + r"(\d+)\.(\d+)" + _END)
 _PERCENT = re.compile(r"\s*[%％]")
 # Counters the number reader knows, longest first so that 시간 wins over 시, 번째 over 번.
 _COUNTER_WORDS = sorted({c.split("(", 1)[0] for c in NATIVE_COUNTERS | SINO_COUNTERS}, key=len, reverse=True)
-_NUMBER_COUNTER = re.compile(r"(?<![\d.])(\d+) ?(" + "|".join(map(re.escape, _COUNTER_WORDS)) + r")")
-_INTEGER = re.compile(r"(?<![\d.])\d+(?![\d.])")
+_NUMBER_COUNTER = re.compile(_START + r"(\d+) ?(" + "|".join(map(re.escape, _COUNTER_WORDS)) + r")")
+_INTEGER = re.compile(_START + r"\d+" + _END)
 # What follows 번 when it means "times" rather than "number N" (2번 했어요, 3번 정도, 1번씩).
 _TIMES_AFTER_BEON = ("씩", "정도", "이상", "이나", "만에", "밖에", "더", "다시", "했", "해", "하", "봤", "왔",
                      "갔", "걸", "전화", "연락", "통화", "시도", "말", "물어", "만났")
