@@ -1,0 +1,260 @@
+"""`kocall decode`: audio or features -> Conformer-CTC posteriors -> greedy or beam+LM text.
+
+Inputs: WAV files (positional; the utterance id is the file stem), a Kaldi data dir
+(--data-dir: feats.scp if present, else wav.scp) or an scp (--scp: a wav.scp, or a
+feats.scp when its values are ark specs). Output: Kaldi `utt-id text` lines (--out, default
+stdout), optionally the N-best list (--nbest N --nbest-out FILE: `utt-id-rank score am lm
+text`). An utterance whose audio or features are unusable is reported by name and file;
+the others still decode, and the exit status is 1 at the end.
+
+`decode_posteriors` is the library entry point the decode stage and the benchmark use.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import click
+import numpy as np
+
+from kocall.errors import DataError, KocallError, where
+from kocall.fileio import atomic_write, read_table, write_table
+from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
+
+log = logging.getLogger(__name__)
+DEVICES = ("cpu", "cuda")
+
+
+def load_lm_tables(lm_path: str | Path, tokens_txt: str | Path):
+    """NgramTables from an ARPA; given a KenLM binary (lm.bin), the ARPA beside it (lm.arpa)."""
+    from kocall_kernels.ngram.tables import NgramTables
+
+    lm_path = Path(lm_path)
+    if lm_path.suffix != ".arpa":
+        arpa = lm_path.with_suffix(".arpa")
+        if not arpa.is_file():
+            raise DataError(f"file '{lm_path}': the decoder reads ARPA; expected '{arpa}' beside it")
+        lm_path = arpa
+    if not lm_path.is_file():
+        raise DataError(f"file '{lm_path}' is missing (n-gram LM)")
+    return NgramTables.from_arpa(lm_path, tokens_txt, progress=False)
+
+
+def decode_posteriors(log_probs, lens, decoder_cfg: DecoderConfig, lm_tables=None, device: str = "cpu",
+                      greedy: bool = False, suppress: Sequence[int] = ()) -> list[list[Hypothesis]]:
+    """N-best lists for a (B, T, V) batch of natural-log posteriors (numpy or torch).
+
+    greedy: one hypothesis per utterance from argmax (scores = acoustic best-path log-prob).
+    suppress: token ids never emitted (e.g. `<unk>`): their log-probs become -inf."""
+    if hasattr(log_probs, "detach"):
+        log_probs = log_probs.detach()
+        if device == "cpu" or greedy:
+            log_probs = log_probs.float().cpu().numpy()
+    lens = np.asarray(lens.cpu() if hasattr(lens, "cpu") else lens, dtype=np.int64)
+    if suppress:
+        log_probs = log_probs.copy() if isinstance(log_probs, np.ndarray) else log_probs.clone()
+        log_probs[:, :, list(suppress)] = -np.inf
+    if greedy:
+        from kocall_kernels.ctc_decoder.greedy import greedy_decode
+
+        best = np.asarray(log_probs).max(axis=-1)
+        return [[Hypothesis(tokens, float(best[b, : lens[b]].sum()), float(best[b, : lens[b]].sum()), 0.0)]
+                for b, tokens in enumerate(greedy_decode(log_probs, lens, decoder_cfg.blank_id))]
+    if device == "cuda":
+        from kocall_kernels.ctc_decoder import cuda as ctc_cuda
+
+        if hasattr(log_probs, "is_cuda") and log_probs.is_cuda:
+            log_probs = log_probs.float().contiguous()  # handed over through __cuda_array_interface__
+        return ctc_cuda.decode_batch(log_probs, lens, decoder_cfg, lm_tables)
+    from kocall_kernels.ctc_decoder import cpu as ctc_cpu
+
+    return ctc_cpu.decode_batch(np.asarray(log_probs, dtype=np.float32), lens, decoder_cfg, lm_tables)
+
+
+# ------------------------------------------------------------------ inputs -> features -> posteriors
+
+@dataclass
+class InputUtt:
+    utt_id: str
+    spec: str     # wav.scp value / WAV path, or a feats rxspec
+    is_feats: bool
+
+
+def _is_feats_spec(value: str) -> bool:
+    return ".ark:" in value or value.endswith(".ark") or ".scp:" in value
+
+
+def collect_inputs(wavs: Sequence[str], data_dir: str | None, scp: str | None) -> list[InputUtt]:
+    chosen = sum(bool(x) for x in (wavs, data_dir, scp))
+    if chosen != 1:
+        raise KocallError("give exactly one input: WAV files, --data-dir or --scp")
+    if wavs:
+        utts = [InputUtt(Path(w).stem, w, False) for w in wavs]
+        seen: dict[str, str] = {}
+        for u in utts:
+            if u.utt_id in seen:
+                raise DataError(f"{where(u.utt_id, u.spec)}: duplicate utterance id (also '{seen[u.utt_id]}')")
+            seen[u.utt_id] = u.spec
+        return utts
+    if data_dir:
+        feats = Path(data_dir) / "feats.scp"
+        table_path = feats if feats.is_file() else Path(data_dir) / "wav.scp"
+    else:
+        table_path = Path(scp)
+    table = read_table(table_path)
+    is_feats = table_path.name == "feats.scp" or all(_is_feats_spec(v) for v in table.values())
+    return [InputUtt(u, table[u], is_feats) for u in sorted(table, key=lambda k: k.encode("utf-8"))]
+
+
+class FeatureMaker:
+    """Model-ready features (global CMVN applied) for WAV or feats inputs."""
+
+    def __init__(self, model_dir: Path, config: dict) -> None:
+        from kocall.dataset import load_cmvn_stats
+
+        self.mean, self.std = load_cmvn_stats(model_dir / "cmvn.json")
+        self.fbank_cfg = config.get("features", {})
+        self.sample_rate = int(self.fbank_cfg.get("sample_rate", 16000))
+
+    def __call__(self, utt: InputUtt) -> np.ndarray:
+        if utt.is_feats:
+            from kocall.dataset import _load_feats
+
+            feats = _load_feats(utt.spec, utt.utt_id)
+        else:
+            from kocall.audio import load_audio
+            from kocall.features import wav_to_fbank
+
+            samples, sr = load_audio(utt.spec, utt.utt_id, expected_sr=self.sample_rate, resample=True)
+            feats = np.asarray(wav_to_fbank(samples, sr, self.fbank_cfg), dtype=np.float32)
+            if feats.ndim != 2 or feats.shape[0] == 0:
+                raise DataError(f"{where(utt.utt_id, utt.spec)}: audio too short for one feature frame")
+        if feats.shape[1] != self.mean.shape[0]:
+            raise DataError(f"{where(utt.utt_id, utt.spec)}: {feats.shape[1]} feature bins, the model's "
+                            f"CMVN has {self.mean.shape[0]}")
+        return (feats - self.mean) / self.std
+
+
+def compute_log_probs(model, feats: list[np.ndarray], device: str = "cpu",
+                      max_frames: int = 20000) -> list[np.ndarray]:
+    """(T_out, V) float32 log-probs per utterance; batched by length, model in eval mode."""
+    import torch
+
+    order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
+    result: list[np.ndarray | None] = [None] * len(feats)
+    batch: list[int] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        longest = max(feats[i].shape[0] for i in batch)
+        x = np.zeros((len(batch), longest, feats[batch[0]].shape[1]), np.float32)
+        for row, i in enumerate(batch):
+            x[row, : feats[i].shape[0]] = feats[i]
+        lens = torch.tensor([feats[i].shape[0] for i in batch], dtype=torch.long, device=device)
+        with torch.inference_mode():
+            lp, out_lens = model(torch.from_numpy(x).to(device), lens)
+        lp, out_lens = lp.float().cpu().numpy(), out_lens.cpu().numpy()
+        for row, i in enumerate(batch):
+            result[i] = lp[row, : int(out_lens[row])]
+        batch.clear()
+
+    model.eval()
+    for i in order:
+        if batch and (len(batch) + 1) * max(feats[i].shape[0], 1) > max_frames:
+            flush()
+        batch.append(i)
+    flush()
+    return result  # type: ignore[return-value]
+
+
+def pad_log_probs(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (T_i, V) arrays into (B, T_max, V) (padding = blank-certain frames, never read)."""
+    lens = np.array([r.shape[0] for r in rows], dtype=np.int64)
+    V = rows[0].shape[1] if rows else 1
+    out = np.zeros((len(rows), int(lens.max(initial=0)), V), np.float32)
+    for b, r in enumerate(rows):
+        out[b, : r.shape[0]] = r
+    return out, lens
+
+
+def decode_rows(rows: list[np.ndarray], cfg: DecoderConfig, tables, device: str, greedy: bool,
+                suppress: Sequence[int], batch_size: int = 64) -> list[list[Hypothesis]]:
+    """Decode per-utterance log-probs in batches of similar length (less padding)."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])
+    result: list[list[Hypothesis] | None] = [None] * len(rows)
+    for start in tqdm(range(0, len(order), batch_size), desc="decode", unit="batch", disable=len(order) <= batch_size):
+        idx = order[start: start + batch_size]
+        lp, lens = pad_log_probs([rows[i] for i in idx])
+        for i, hyps in zip(idx, decode_posteriors(lp, lens, cfg, tables, device, greedy, suppress)):
+            result[i] = hyps
+    return result  # type: ignore[return-value]
+
+
+def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
+                  nbest: dict[str, list[tuple[Hypothesis, str]]]) -> None:
+    if out:
+        write_table(out, texts)
+    else:
+        for utt in sorted(texts, key=lambda k: k.encode("utf-8")):
+            click.echo(f"{utt} {texts[utt]}".rstrip())
+    if nbest_out:
+        rows = {f"{utt}-{rank}": f"{h.score:.4f} {h.am_score:.4f} {h.lm_score:.4f} {text}".rstrip()
+                for utt, hyps in nbest.items() for rank, (h, text) in enumerate(hyps, 1)}
+        write_table(nbest_out, rows)
+
+
+@click.command("decode")
+@click.argument("wavs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="model dir (final/)")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Kaldi data dir")
+@click.option("--scp", default=None, type=click.Path(dir_okay=False), help="wav.scp or feats.scp")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Kaldi text output (default stdout)")
+@click.option("--lm", default=None, type=click.Path(dir_okay=False), help="lm.arpa (or lm.bin: the ARPA beside it)")
+@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lm-weight", type=float, default=0.5, show_default=True, help="alpha (LM log10 -> ln, then x alpha)")
+@click.option("--word-bonus", type=float, default=1.0, show_default=True,
+              help="beta per emitted unit (per ▁ with --bonus-unit word)")
+@click.option("--bonus-unit", type=click.Choice(["token", "word"]), default="token", show_default=True)
+@click.option("--token-topk", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--token-min-logp", type=float, default=-12.0, show_default=True)
+@click.option("--nbest", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--nbest-out", default=None, type=click.Path(dir_okay=False))
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
+               token_min_logp, nbest, nbest_out, device, greedy, batch_size) -> None:
+    """Decode WAV files, a data dir or an scp with a Conformer-CTC model dir."""
+    from tqdm import tqdm
+
+    from kocall.conformer_ctc.model_dir import load_model_dir
+
+    utts = collect_inputs(wavs, data_dir, scp)
+    model, tokenizer, config = load_model_dir(model_dir, device)
+    bonus_token = -1 if bonus_unit == "token" else (tokenizer.space_id if tokenizer.space_id is not None else -1)
+    cfg = DecoderConfig(beam=beam, token_topk=token_topk, token_min_logp=token_min_logp,
+                        lm_weight=lm_weight if lm else 0.0, word_bonus=word_bonus, bonus_token=bonus_token,
+                        nbest=min(nbest, beam), blank_id=tokenizer.blank_id)
+    tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
+    make_feats = FeatureMaker(Path(model_dir), config)
+    feats, good, failed = [], [], []
+    for utt in tqdm(utts, desc="features", unit="utt", disable=len(utts) < 20):
+        try:
+            feats.append(make_feats(utt))
+            good.append(utt)
+        except DataError as err:  # report by name, keep going with the rest
+            click.echo(f"kocall decode: skipped: {err.format_message()}", err=True)
+            failed.append(utt.utt_id)
+    rows = compute_log_probs(model, feats, device) if feats else []
+    hyps = decode_rows(rows, cfg, tables, device, greedy, tokenizer.suppressed_ids, batch_size)
+    texts = {u.utt_id: tokenizer.decode(h[0].tokens) if h else "" for u, h in zip(good, hyps)}
+    nbest_lists = {u.utt_id: [(x, tokenizer.decode(x.tokens)) for x in h] for u, h in zip(good, hyps)}
+    write_outputs(out, texts, nbest_out, nbest_lists)
+    if failed:
+        raise KocallError(f"{len(failed)} of {len(utts)} utterances failed: {' '.join(failed)}")
