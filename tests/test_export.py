@@ -37,16 +37,6 @@ def write_float_dir(path: Path, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _tokenizer_from_tokens_txt(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The tokenizer belongs to kocall.lang; when that module is not installed yet, return the
-    # symbols so the loader's own behaviour is still what these tests check.
-    try:
-        import kocall.lang  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(ex, "_load_tokenizer", lambda path: ex.read_tokens(Path(path)))
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("exp") / "am"
@@ -113,9 +103,12 @@ def test_quantize_weight_per_channel_error_bound() -> None:
 
 
 def test_load_any_dispatches_and_int8_is_cpu_only(exported) -> None:
-    _, dst = exported
-    model, _, config = ex.load_any_model_dir(dst, "cpu")
-    assert config["quantized"] == ex.QUANT_TAG
+    src, dst = exported
+    model, tokenizer, config = ex.load_any_model_dir(dst, "cpu")
+    assert config["quantized"] == ex.QUANT_TAG and len(tokenizer.symbols) == VOCAB
+    assert any(isinstance(m, ex.Int8SelfAttention) for m in model.modules())
+    model, tokenizer, config = ex.load_any_model_dir(src, "cpu")
+    assert config["quantized"] is False and not any(isinstance(m, ex.Int8SelfAttention) for m in model.modules())
     with pytest.raises(KocallError, match="CPU only"):
         ex.load_any_model_dir(dst, "cuda")
 
