@@ -158,7 +158,7 @@ def test_dither_is_deterministic_and_per_utterance() -> None:
 def test_dither_noise_is_standard_normal() -> None:
     from kocall_kernels.fbank.cpu import _gauss, _splitmix64  # the compiled versions the kernel uses
 
-    base = _splitmix64(np.uint64(12345))
+    base = np.uint64(_splitmix64(np.uint64(12345)))
     draws = np.array([_gauss(_splitmix64(base + np.uint64(i))) for i in range(20000)])
     assert abs(draws.mean()) < 0.03 and abs(draws.std() - 1.0) < 0.03
 
