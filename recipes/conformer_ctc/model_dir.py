@@ -1,0 +1,86 @@
+"""The final model directory (CONTRACTS.md): model.pt, config.json, tokens.txt, cmvn.json, fbank.yaml.
+
+`save_model_dir` writes it atomically (the directory appears complete or not at all).
+`load_model_dir` rebuilds the network with `build_model(config)` and loads the state dict
+with `torch.load(weights_only=True)`. File-level checks (missing files, bad JSON/YAML,
+vocabulary and tensor shape mismatches) are shared with the int8 exporter through
+`kocall.export.validate_model_dir`, so float and int8 dirs are judged by one set of rules;
+int8 dirs are handed to `kocall.export.load_int8_model_dir`.
+
+config.json layout:
+    {"arch": "conformer_ctc", "model": {...ConformerConfig...}, "vocab_size": V,
+     "features": {...fbank.yaml...}, "subsampling": 4, "quantized": false,
+     "training": {...how the weights were chosen...}}
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kocall.conformer_ctc.model import ARCH, build_model
+from kocall.errors import KocallError
+from kocall.fileio import atomic_dir
+
+SIDE_FILES_FROM_LANG = ("tokens.txt", "bpe.model")
+
+
+def make_config(model_cfg: dict, features: dict, training: dict | None = None) -> dict:
+    """The config.json dict for a float model."""
+    return {"arch": ARCH, "model": dict(model_cfg), "vocab_size": int(model_cfg["vocab_size"]),
+            "features": dict(features), "subsampling": int(model_cfg.get("subsampling", 4)),
+            "quantized": False, "training": dict(training or {})}
+
+
+def save_model_dir(path: str | os.PathLike, model: nn.Module, config: dict, lang_dir: str | os.PathLike,
+                   cmvn_path: str | os.PathLike, fbank_yaml: str | os.PathLike) -> Path:
+    """Write a complete float model dir at `path` (replacing any previous one atomically)."""
+    path, lang_dir = Path(path), Path(lang_dir)
+    sources = {"cmvn.json": Path(cmvn_path), "fbank.yaml": Path(fbank_yaml), "tokens.txt": lang_dir / "tokens.txt"}
+    for name, source in sources.items():
+        if not source.is_file():
+            raise KocallError(f"model dir '{path}': cannot copy {name}: file '{source}' is missing")
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_dir(path) as tmp:
+        torch.save(state, tmp / "model.pt")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name, source in sources.items():
+            shutil.copyfile(source, tmp / name)
+        if (lang_dir / "bpe.model").is_file():
+            shutil.copyfile(lang_dir / "bpe.model", tmp / "bpe.model")
+    return path
+
+
+def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any, dict]:
+    """(model in eval mode on `device`, tokenizer, config) from a float or int8 model dir."""
+    from kocall.export import load_int8_model_dir, validate_model_dir
+
+    path = Path(path)
+    config_path = path / "config.json"
+    if config_path.is_file():
+        try:
+            declared = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            declared = None  # validate_model_dir reports it with the file name
+        if isinstance(declared, dict):
+            if declared.get("arch", ARCH) != ARCH:
+                raise KocallError(f"model dir '{path}': file 'config.json': arch '{declared.get('arch')}' "
+                                  f"is not '{ARCH}'")
+            if declared.get("quantized") not in (False, None, "none"):
+                return load_int8_model_dir(path, device=str(device))
+    model, state, config, _tokens = validate_model_dir(path, build_model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # validate_model_dir checked keys and shapes; defensive only
+        raise KocallError(f"model dir '{path}': file 'model.pt' does not fit the model "
+                          f"({str(err).splitlines()[0]})") from None
+    from kocall.lang import Tokenizer
+
+    tokenizer = Tokenizer.from_lang_dir(path)
+    return model.to(device).eval(), tokenizer, config

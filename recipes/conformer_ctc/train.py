@@ -1,0 +1,762 @@
+"""`kocall train`: train a Conformer-CTC acoustic model; resumable, time-budgeted, DDP-ready.
+
+    kocall train --model-conf conf/model_small.yaml --train data/train --dev data/dev \
+        --lang data/lang_char --exp-dir exp/conformer_ctc_small_char [--device cpu|cuda]
+        [--nj 2] [--seed 1] [--max-minutes 9] [--avg 3]
+    torchrun --nproc_per_node 4 -m kocall.cli train ... --device cuda     # several GPUs
+
+Outputs in EXP_DIR: checkpoints/ckpt-<step>.pt (full state; the latest few are kept),
+checkpoints/epoch-<n>.pt (weights only, for averaging), train_log.csv, train_curves.png,
+final/ (the model dir of CONTRACTS.md).
+
+* Resume: a rerun loads the checkpoint with the highest step and continues exactly where
+  it stopped: the model, optimiser, scheduler, AMP scaler, sampler position (epoch and
+  batch) and the torch/numpy/python RNG states of every rank are all in the checkpoint, and
+  the batch list and augmentation are functions of (seed, epoch, batch), so the parameters
+  after a kill and a rerun equal those of an uninterrupted run.
+* Loss: CTC summed over utterances, divided by the number of target units in the global
+  batch (all ranks). With DDP's gradient averaging that is exactly the single-process
+  gradient of the whole batch.
+* Final weights: the average of the last `avg` epoch checkpoints and the epoch with the
+  best dev CER are both scored on dev (greedy CTC); the lower dev CER wins (the average on a
+  tie, because averaging usually generalises better). The choice is in final/config.json.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from kocall.augment import AugmentConfig
+from kocall.conformer_ctc.model import ConformerConfig, ConformerCTC, build_model, count_parameters
+from kocall.conformer_ctc.model_dir import make_config, save_model_dir
+from kocall.dataset import (Batch, SpeechDataset, UttEntry, batch_loader, filter_trainable, load_cmvn_stats,
+                            load_entries, make_batches, shard_batches)
+from kocall.errors import KocallError
+from kocall.fileio import atomic_write
+
+log = logging.getLogger("kocall.train")
+
+CSV_COLUMNS = ("step", "epoch", "lr", "train_loss", "dev_loss", "dev_cer", "elapsed_s")
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    grad_clip: float = 5.0
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "cosine"          # cosine: linear warm-up then cosine decay; noam: warm-up then inverse sqrt
+    warmup_steps: int = 200
+    final_lr_ratio: float = 0.05  # cosine: lr at the last step / peak lr
+
+
+@dataclass
+class BatchingConfig:
+    max_frames: int = 20000       # padded input frames per batch (per rank)
+    jitter: float = 0.1           # per-epoch length jitter before sorting (varies batch composition)
+    num_workers: int = 0
+    cache_feats: bool = True      # keep normalised training features in memory after the first epoch
+    features: str = "auto"        # auto | feats | wav (auto: wav when augmentation needs waveforms)
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 10
+    max_minutes: float = 0.0      # 0 = no time budget
+    checkpoint_every: int = 200   # steps
+    keep_checkpoints: int = 2     # full-state step checkpoints kept (epoch weights are all kept)
+    avg: int = 3                  # epoch checkpoints to average for the final model
+    log_every: int = 20           # steps per CSV row of train loss
+    amp: bool = True              # CUDA only
+    ctc_backend: str = "torch"    # torch | k2 (only where `import k2` works)
+
+
+@dataclass
+class TrainConfig:
+    model: dict
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "TrainConfig":
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+            raise KocallError(f"{source}: expected a mapping with a 'model:' section")
+        known = {"model", "optim", "schedule", "batching", "augment", "training"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise KocallError(f"{source}: unknown section(s) {unknown}; known: {sorted(known)}")
+
+        def section(name: str, kind: type) -> Any:
+            values = dict(raw.get(name) or {})
+            names = {f.name for f in fields(kind)}
+            bad = sorted(set(values) - names)
+            if bad:
+                raise KocallError(f"{source}: unknown key(s) {bad} in '{name}:'; known: {sorted(names)}")
+            return kind(**values)
+
+        cfg = cls(model=dict(raw["model"]), optim=section("optim", OptimConfig),
+                  schedule=section("schedule", ScheduleConfig), batching=section("batching", BatchingConfig),
+                  augment=AugmentConfig.from_dict(raw.get("augment")), training=section("training", TrainingConfig))
+        if cfg.schedule.kind not in ("cosine", "noam"):
+            raise KocallError(f"{source}: schedule.kind must be cosine or noam, not '{cfg.schedule.kind}'")
+        if cfg.batching.features not in ("auto", "feats", "wav"):
+            raise KocallError(f"{source}: batching.features must be auto, feats or wav")
+        return cfg
+
+
+def load_train_config(path: str | os.PathLike) -> tuple[TrainConfig, dict]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KocallError(f"model config '{path}' is missing") from None
+    except yaml.YAMLError as err:
+        raise KocallError(f"model config '{path}': invalid YAML ({str(err).splitlines()[0]})") from None
+    return TrainConfig.from_dict(raw, f"model config '{path}'"), raw
+
+
+@dataclass
+class RunOptions:
+    model_conf: str
+    train_dir: str
+    dev_dir: str
+    lang_dir: str
+    exp_dir: str
+    device: str = "cpu"
+    nj: int = 1
+    seed: int = 1
+    max_minutes: float | None = None
+    avg: int | None = None
+    stop_after_steps: int | None = None   # testing: stop (as if killed) after this global step
+    progress: bool = True
+
+
+# ------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistInfo:
+    """Join the process group torchrun describes in the environment (nothing for one process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+    return value
+
+
+# ------------------------------------------------------------------------------ loss
+
+
+def ctc_loss_sum(log_probs: torch.Tensor, out_lens: torch.Tensor, targets: torch.Tensor,
+                 target_lens: torch.Tensor, backend: str = "torch") -> torch.Tensor:
+    """Sum over the batch of per-utterance CTC negative log-likelihoods (blank 0)."""
+    if backend == "k2":
+        return _k2_ctc_loss_sum(log_probs, out_lens, targets, target_lens)
+    return F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, target_lens,
+                      blank=0, reduction="sum", zero_infinity=True)
+
+
+def _k2_ctc_loss_sum(log_probs, out_lens, targets, target_lens) -> torch.Tensor:
+    try:
+        import k2
+    except ImportError:
+        raise KocallError("training.ctc_backend is k2 but `import k2` fails; use ctc_backend: torch") from None
+    order = torch.argsort(out_lens, descending=True)  # k2 wants segments by decreasing length
+    seqs = [t.tolist() for t in torch.split(targets.cpu(), target_lens.cpu().tolist())]
+    segments = torch.stack([order, torch.zeros_like(order), out_lens[order]], 1).to(torch.int32).cpu()
+    dense = k2.DenseFsaVec(log_probs, segments)
+    graph = k2.ctc_graph([seqs[i] for i in order.tolist()], device=log_probs.device)
+    return k2.ctc_loss(graph, dense, output_beam=10, reduction="sum", use_double_scores=True)
+
+
+def forward_backward(model: nn.Module, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None,
+                     scaler: torch.amp.GradScaler | None, backend: str = "torch") -> tuple[float, int]:
+    """One forward and backward pass on this rank's batch; gradients = d(global loss per unit).
+
+    Returns (summed loss on this rank, units on this rank) for logging.
+    """
+    batch = batch.to(device)
+    autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    with autocast:
+        log_probs, out_lens = model(batch.feats, batch.feat_lens)
+    loss_sum = ctc_loss_sum(log_probs.float(), out_lens, batch.targets, batch.target_lens, backend)
+    units = batch.target_lens.sum().to(torch.float64)
+    global_units = all_reduce_sum(units)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    # DDP averages gradients over ranks, so scale by world / global units to get sum / global units.
+    loss = loss_sum * (world / global_units.item())
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    return float(loss_sum.detach()), int(units.item())
+
+
+# ---------------------------------------------------------------------- lr schedule
+
+
+def lr_factor(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
+    """Multiplier of the peak lr at optimiser step `step` (0-based)."""
+    step = step + 1
+    warmup = max(1, cfg.warmup_steps)
+    if step <= warmup:
+        return step / warmup
+    if cfg.kind == "noam":
+        return math.sqrt(warmup / step)
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0             # epochs completed
+    batch_in_epoch: int = 0    # batches of the current epoch already trained (this rank's list)
+    step: int = 0              # optimiser steps
+    elapsed: float = 0.0       # training seconds over all runs
+    log_rows: list = field(default_factory=list)
+    epoch_results: list = field(default_factory=list)   # {"epoch", "step", "dev_loss", "dev_cer"}
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def checkpoint_dir(exp_dir: Path) -> Path:
+    return exp_dir / "checkpoints"
+
+
+def latest_checkpoint(exp_dir: Path) -> Path | None:
+    found = []
+    for path in checkpoint_dir(exp_dir).glob("ckpt-*.pt"):
+        match = re.fullmatch(r"ckpt-(\d+)\.pt", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file, then rename: a kill never leaves a truncated checkpoint."""
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign file
+        raise KocallError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start over") from None
+
+
+# ------------------------------------------------------------------------- logging
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_write(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in CSV_COLUMNS})
+
+
+def write_plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_cer) = plt.subplots(1, 2, figsize=(10, 4))
+    train = [(r["step"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]
+    dev = [(r["step"], r["dev_loss"]) for r in rows if r.get("dev_loss") is not None]
+    cer = [(r["step"], r["dev_cer"]) for r in rows if r.get("dev_cer") is not None]
+    if train:
+        ax_loss.plot(*zip(*train), label="train")
+    if dev:
+        ax_loss.plot(*zip(*dev), marker="o", label="dev")
+    ax_loss.set(xlabel="step", ylabel="CTC loss per unit", yscale="log", title="loss")
+    ax_loss.legend()
+    if cer:
+        ax_cer.plot(*zip(*cer), marker="o")
+    ax_cer.set(xlabel="step", ylabel="CER %", title="dev CER (greedy)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+
+
+# -------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: SpeechDataset, batches: list[list[int]], device: torch.device,
+             decode: Callable[[list[int]], str], amp_dtype: torch.dtype | None) -> tuple[float, float]:
+    """(dev CTC loss per unit, greedy CER %) over the whole dev set."""
+    from kocall.scoring import score_texts
+    from kocall_kernels.ctc_decoder.greedy import greedy_decode
+
+    was_training = model.training
+    model.eval()
+    loss_sum, units = 0.0, 0
+    refs, hyps = {}, {}
+    for batch in batch_loader(dataset, batches, epoch=0, train=False):
+        batch = batch.to(device)
+        autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+        with autocast:
+            log_probs, out_lens = model(batch.feats, batch.feat_lens)
+        log_probs = log_probs.float()
+        loss_sum += float(ctc_loss_sum(log_probs, out_lens, batch.targets, batch.target_lens))
+        units += int(batch.target_lens.sum())
+        for utt_id, text, ids in zip(batch.utt_ids, batch.texts, greedy_decode(log_probs, out_lens, 0)):
+            refs[utt_id], hyps[utt_id] = text, decode(ids)
+    model.train(was_training)
+    return loss_sum / max(units, 1), score_texts(refs, hyps).cer
+
+
+def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of float tensors (others taken from the last checkpoint)."""
+    states = [load_checkpoint(p)["model"] for p in paths]
+    result = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            result[key] = sum(s[key].to(torch.float64) for s in states).div(len(states)).to(last.dtype)
+        else:
+            result[key] = last.clone()
+    return result
+
+
+# ------------------------------------------------------------------------ training run
+
+
+class Trainer:
+    """Holds everything of one training run; `run()` trains and writes the final model dir."""
+
+    def __init__(self, opts: RunOptions, tokenizer: Any = None) -> None:
+        self.opts = opts
+        self.exp_dir = Path(opts.exp_dir)
+        self.cfg, self.raw_cfg = load_train_config(opts.model_conf)
+        if opts.max_minutes is not None:
+            self.cfg.training.max_minutes = opts.max_minutes
+        if opts.avg is not None:
+            self.cfg.training.avg = opts.avg
+        torch.set_num_threads(max(1, opts.nj))
+        if opts.device == "cuda" and not torch.cuda.is_available():
+            raise KocallError("--device cuda: no CUDA device is available (use --device cpu)")
+        self.dist = init_distributed(opts.device)
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if opts.device == "cuda" else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.amp_dtype = self._amp_dtype()
+        self.tokenizer = tokenizer or self._load_tokenizer()
+        seed_everything(opts.seed)
+        self._prepare_data()
+        self._prepare_model()
+
+    # ---------------------------------------------------------------- setup
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.device.type != "cuda" or not self.cfg.training.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _load_tokenizer(self) -> Any:
+        from kocall.lang import Tokenizer
+
+        return Tokenizer.from_lang_dir(self.opts.lang_dir)
+
+    def _prepare_data(self) -> None:
+        train_dir, dev_dir = Path(self.opts.train_dir), Path(self.opts.dev_dir)
+        self.cmvn_path = train_dir / "cmvn.json"
+        self.fbank_path = train_dir / "fbank.yaml"
+        self.features_cfg = self._read_fbank_yaml()
+        aug = self.cfg.augment
+        mode = self.cfg.batching.features
+        use_wav = aug.needs_waveforms if mode == "auto" else mode == "wav"
+        if aug.needs_waveforms and not use_wav:
+            raise KocallError("augment: speed perturbation / telephone channel act on waveforms; "
+                              "set batching.features to auto or wav")
+        shift = float(self.features_cfg.get("frame_shift_ms", 10.0)) / 1000
+        win = float(self.features_cfg.get("frame_length_ms", 25.0)) / 1000
+        cmvn = load_cmvn_stats(self.cmvn_path)
+        fbank_cfg = self._fbank_config() if use_wav else None
+        encode = self.tokenizer.encode
+        train_entries = load_entries(train_dir, encode, use_wav, shift, win)
+        self.n_mels = int(cmvn[0].shape[0])
+        self.vocab_size = len(self.tokenizer)
+        # Model config is needed to know how many frames survive subsampling.
+        model_cfg = dict(self.cfg.model, n_mels=self.n_mels, vocab_size=self.vocab_size)
+        self.model_cfg = ConformerConfig.from_dict(model_cfg)
+        probe = ConformerCTC(self.model_cfg).subsampling
+        min_speed = aug.min_speed if use_wav else 1.0
+        frames_out = lambda n: int(probe.output_lengths(torch.tensor(int(n / min_speed))))  # noqa: E731
+        self.train_entries = filter_trainable(train_entries, frames_out, str(train_dir))
+        self.dev_entries = load_entries(dev_dir, encode, False, shift, win)
+        self.train_set = SpeechDataset(self.train_entries, cmvn, use_wav, fbank_cfg, aug, self.opts.seed,
+                                       cache=self.cfg.batching.cache_feats)
+        self.dev_set = SpeechDataset(self.dev_entries, cmvn, False, None, None, self.opts.seed, cache=True)
+        self.train_lengths = [e.num_frames for e in self.train_entries]
+        self.dev_batches = make_batches([e.num_frames for e in self.dev_entries], self.cfg.batching.max_frames,
+                                        self.opts.seed, 0, shuffle=False)
+        self.steps_per_epoch = len(self._epoch_batches(0))
+        self.total_steps = self.steps_per_epoch * self.cfg.training.epochs
+
+    def _read_fbank_yaml(self) -> dict:
+        if not self.fbank_path.is_file():
+            raise KocallError(f"file '{self.fbank_path}' is missing (the feature config; run the feature stage)")
+        values = yaml.safe_load(self.fbank_path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise KocallError(f"file '{self.fbank_path}': must hold a YAML mapping")
+        return values
+
+    def _fbank_config(self):
+        from kocall_kernels.fbank.config import FbankConfig
+
+        known = {f.name for f in fields(FbankConfig)}
+        return FbankConfig(**{k: v for k, v in self.features_cfg.items() if k in known})
+
+    def _prepare_model(self) -> None:
+        self.model = ConformerCTC(self.model_cfg).to(self.device)
+        opt = self.cfg.optim
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            # No weight decay on biases and norm gains (standard AdamW practice).
+            (no_decay if param.ndim <= 1 else decay).append(param)
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.cfg.schedule, self.total_steps))
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.ddp_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.state = TrainState()
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        batches = make_batches(self.train_lengths, self.cfg.batching.max_frames, self.opts.seed, epoch,
+                               shuffle=True, jitter=self.cfg.batching.jitter)
+        return shard_batches(batches, self.dist.rank, self.dist.world_size)
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        rngs = [rng_state()]
+        if self.dist.world_size > 1:
+            rngs = [None] * self.dist.world_size
+            dist.all_gather_object(rngs, rng_state())
+        if not self.dist.is_main:
+            return
+        ckpt = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "state": asdict(self.state), "rng": rngs, "config": self.raw_cfg, "seed": self.opts.seed,
+                "world_size": self.dist.world_size}
+        cdir = checkpoint_dir(self.exp_dir)
+        save_atomic(ckpt, cdir / f"ckpt-{self.state.step:08d}.pt")
+        steps = sorted(cdir.glob("ckpt-*.pt"))
+        for old in steps[: -self.cfg.training.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    def try_resume(self) -> bool:
+        path = latest_checkpoint(self.exp_dir)
+        if path is None:
+            return False
+        ckpt = load_checkpoint(path)
+        if ckpt.get("config", {}).get("model") != self.raw_cfg.get("model"):
+            raise KocallError(f"checkpoint '{path}' was trained with another model config; "
+                              f"use a new --exp-dir or delete '{checkpoint_dir(self.exp_dir)}'")
+        if ckpt.get("world_size", 1) != self.dist.world_size:
+            raise KocallError(f"checkpoint '{path}' was written by {ckpt.get('world_size')} process(es), "
+                              f"this run has {self.dist.world_size}: the sampler position would not match")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        set_rng_state(ckpt["rng"][self.dist.rank])
+        if self.dist.is_main:
+            log.info("resumed from %s (epoch %d, batch %d, step %d)", path, self.state.epoch,
+                     self.state.batch_in_epoch, self.state.step)
+        return True
+
+    def save_epoch_weights(self) -> None:
+        if self.dist.is_main:
+            save_atomic({"model": self.model.state_dict()},
+                        checkpoint_dir(self.exp_dir) / f"epoch-{self.state.epoch}.pt")
+
+    # ---------------------------------------------------------------- loop
+    def _out_of_time(self, run_start: float) -> bool:
+        budget = self.cfg.training.max_minutes
+        if budget <= 0:
+            return False
+        over = torch.tensor(float(self.state.elapsed + time.time() - run_start > budget * 60))
+        return bool(all_reduce_sum(over).item() > 0)   # every rank stops at the same step
+
+    def _log_row(self, **values: Any) -> None:
+        row = {"step": self.state.step, "epoch": self.state.epoch + 1,
+               "lr": round(self.optimizer.param_groups[0]["lr"], 8), **values}
+        self.state.log_rows.append(row)
+
+    def _flush_logs(self) -> None:
+        if self.dist.is_main:
+            write_csv(self.exp_dir / "train_log.csv", self.state.log_rows)
+            write_plot(self.exp_dir / "train_curves.png", self.state.log_rows)
+
+    def train_epoch(self, run_start: float) -> str:
+        """Train the rest of the current epoch. Returns "done", "time" or "stopped"."""
+        tcfg = self.cfg.training
+        batches = self._epoch_batches(self.state.epoch)
+        loader = batch_loader(self.train_set, batches, self.state.epoch, self.state.batch_in_epoch,
+                              train=True, num_workers=self.cfg.batching.num_workers)
+        self.ddp_model.train()
+        interval_loss, interval_units = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {self.state.epoch + 1}/{tcfg.epochs}", initial=self.state.batch_in_epoch,
+                   total=len(batches), disable=not (self.opts.progress and self.dist.is_main), leave=False)
+        for batch in bar:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum, units = forward_backward(self.ddp_model, batch, self.device, self.amp_dtype,
+                                               self.scaler, tcfg.ctc_backend)
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            self.state.batch_in_epoch += 1
+            interval_loss += loss_sum
+            interval_units += units
+            bar.set_postfix(loss=f"{loss_sum / max(units, 1):.3f}")
+            if self.state.step % tcfg.log_every == 0:
+                totals = all_reduce_sum(torch.tensor([interval_loss, float(interval_units)], dtype=torch.float64))
+                self._log_row(train_loss=round(float(totals[0] / max(totals[1], 1)), 5),
+                              elapsed_s=round(self.state.elapsed + time.time() - run_start, 1))
+                interval_loss, interval_units = 0.0, 0
+            if self.state.step % tcfg.checkpoint_every == 0:
+                self._checkpoint(run_start)
+            if self.opts.stop_after_steps is not None and self.state.step >= self.opts.stop_after_steps:
+                return "stopped"
+            if self._out_of_time(run_start):
+                self._checkpoint(run_start)
+                return "time"
+        return "done"
+
+    def _checkpoint(self, run_start: float) -> None:
+        saved_elapsed = self.state.elapsed
+        self.state.elapsed = saved_elapsed + time.time() - run_start
+        self.save_checkpoint()
+        self._flush_logs()
+        self.state.elapsed = saved_elapsed
+
+    def end_epoch(self, run_start: float) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if self.dist.is_main:
+            dev_loss, dev_cer = evaluate(self.model, self.dev_set, self.dev_batches, self.device,
+                                         self.tokenizer.decode, self.amp_dtype)
+            self.state.epoch_results.append({"epoch": self.state.epoch, "step": self.state.step,
+                                             "dev_loss": dev_loss, "dev_cer": dev_cer})
+            self.state.log_rows.append({"step": self.state.step, "epoch": self.state.epoch,
+                                        "lr": round(self.optimizer.param_groups[0]["lr"], 8),
+                                        "dev_loss": round(dev_loss, 5), "dev_cer": round(dev_cer, 3),
+                                        "elapsed_s": round(self.state.elapsed + time.time() - run_start, 1)})
+            log.info("epoch %d step %d: dev loss %.4f, dev CER %.2f%%", self.state.epoch, self.state.step,
+                     dev_loss, dev_cer)
+        self.save_epoch_weights()
+        self._checkpoint(run_start)
+
+    def run(self) -> dict:
+        self.exp_dir.mkdir(parents=True, exist_ok=True)
+        self.try_resume()
+        if self.dist.is_main:
+            log.info("%s: %d parameters, %d train utterances (%d steps/epoch), %d dev", self.opts.model_conf,
+                     count_parameters(self.model), len(self.train_entries), self.steps_per_epoch,
+                     len(self.dev_entries))
+        run_start = time.time()
+        stop = None
+        while self.state.epoch < self.cfg.training.epochs:
+            if self._out_of_time(run_start):  # a rerun after a time stop goes straight to the final model
+                stop = "time"
+                break
+            stop = self.train_epoch(run_start)
+            if stop == "stopped":
+                return {"stopped_at_step": self.state.step}
+            if stop == "done":
+                self.end_epoch(run_start)
+            else:
+                break
+        if stop == "time" and self.dist.is_main:
+            log.warning("time budget of %.1f min reached at step %d (epoch %d)",
+                        self.cfg.training.max_minutes, self.state.step, self.state.epoch + 1)
+        self.state.elapsed += time.time() - run_start
+        result = self.finish(partial=stop == "time")
+        return result
+
+    # ---------------------------------------------------------------- final model
+    def finish(self, partial: bool) -> dict:
+        """Pick final weights by dev CER and write EXP_DIR/final (rank 0)."""
+        summary: dict[str, Any] = {"steps": self.state.step, "epochs": self.state.epoch,
+                                   "train_seconds": round(self.state.elapsed, 1)}
+        if self.dist.is_main:
+            candidates = self._candidates(partial)
+            best = min(candidates, key=lambda c: (c["dev_cer"], c["rank"]))
+            self.model.load_state_dict(best["weights"])
+            training = {"source": best["name"], "dev_cer": round(best["dev_cer"], 3),
+                        "dev_loss": round(best["dev_loss"], 5), "steps": self.state.step,
+                        "epochs_completed": self.state.epoch, "train_seconds": round(self.state.elapsed, 1),
+                        "candidates": {c["name"]: round(c["dev_cer"], 3) for c in candidates},
+                        "model_conf": Path(self.opts.model_conf).name, "seed": self.opts.seed}
+            config = make_config(self.model_cfg.to_dict(), self.features_cfg, training)
+            save_model_dir(self.exp_dir / "final", self.model, config, self.opts.lang_dir,
+                           self.cmvn_path, self.fbank_path)
+            self._flush_logs()
+            summary.update(training)
+            log.info("final model: %s (dev CER %.2f%%) -> %s", best["name"], best["dev_cer"], self.exp_dir / "final")
+        if self.dist.world_size > 1:
+            dist.barrier()
+        return summary
+
+    def _candidates(self, partial: bool) -> list[dict]:
+        """Best epoch, average of the last `avg` epochs, and (after a time stop) the last weights."""
+        cdir = checkpoint_dir(self.exp_dir)
+        results = {r["epoch"]: r for r in self.state.epoch_results}
+        candidates = []
+        epochs = sorted(e for e in results if (cdir / f"epoch-{e}.pt").is_file())
+        if epochs:
+            best_epoch = min(epochs, key=lambda e: results[e]["dev_cer"])
+            r = results[best_epoch]
+            candidates.append({"name": f"epoch-{best_epoch}", "rank": 1, "dev_cer": r["dev_cer"],
+                               "dev_loss": r["dev_loss"],
+                               "weights": load_checkpoint(cdir / f"epoch-{best_epoch}.pt")["model"]})
+        avg = self.cfg.training.avg
+        if avg > 1 and len(epochs) >= 2:
+            chosen = epochs[-avg:]
+            weights = average_state_dicts([cdir / f"epoch-{e}.pt" for e in chosen])
+            candidates.append(self._scored(f"avg-epochs-{chosen[0]}-{chosen[-1]}", 0, weights))
+        if partial or not candidates:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            candidates.append(self._scored(f"last-step-{self.state.step}", 2, weights))
+        return candidates
+
+    def _scored(self, name: str, rank: int, weights: dict) -> dict:
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(weights)
+        dev_loss, dev_cer = evaluate(self.model, self.dev_set, self.dev_batches, self.device,
+                                     self.tokenizer.decode, self.amp_dtype)
+        self.model.load_state_dict(saved)
+        return {"name": name, "rank": rank, "dev_cer": dev_cer, "dev_loss": dev_loss, "weights": weights}
+
+
+def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
+    return Trainer(opts, tokenizer).run()
+
+
+# -------------------------------------------------------------------------------- CLI
+
+
+@click.command("train")
+@click.option("--model-conf", required=True, type=click.Path(dir_okay=False), help="conf/model_<size>.yaml")
+@click.option("--train", "train_dir", required=True, help="training data dir (feats.scp, cmvn.json, fbank.yaml)")
+@click.option("--dev", "dev_dir", required=True, help="dev data dir (feats.scp)")
+@click.option("--lang", "lang_dir", required=True, help="lang dir with tokens.txt")
+@click.option("--exp-dir", required=True, help="output dir; a rerun resumes from its latest checkpoint")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--nj", type=int, default=1, show_default=True, help="torch CPU threads")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="training time budget (overrides the config)")
+@click.option("--avg", type=int, default=None, help="epoch checkpoints to average (overrides the config)")
+@click.option("--stop-after-steps", type=int, default=None,
+              help="stop after this global step as if killed (for testing resume)")
+@click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
+def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, nj: int,
+              seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
+              no_progress: bool) -> None:
+    """Train a Conformer-CTC model; kill and rerun to resume."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
+                      stop_after_steps, progress=not no_progress)
+    summary = run_training(opts)
+    if "stopped_at_step" not in summary and summary.get("source"):
+        click.echo(f"{exp_dir}/final: {summary['source']}, dev CER {summary['dev_cer']:.2f}% "
+                   f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
