@@ -271,6 +271,10 @@ def _identity(batch: Batch) -> Batch:
 def batch_loader(dataset: SpeechDataset, batches: list[list[int]], epoch: int, start: int = 0,
                  train: bool = True, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """Iterate batches[start:] in order (each element already a collated Batch)."""
+    # A DataLoader iterator draws its workers' base seed from the generator it is given, or else
+    # from torch's global RNG. A resumed run builds its loader mid-epoch, so drawing from the global
+    # RNG would shift the dropout stream and break exact resume: give it its own generator.
+    own_rng = torch.Generator().manual_seed(dataset.seed * 100003 + epoch)
     return torch.utils.data.DataLoader(BatchLoaderDataset(dataset, batches, epoch, start, train),
                                        batch_size=None, shuffle=False, num_workers=num_workers,
-                                       collate_fn=_identity, persistent_workers=False)
+                                       collate_fn=_identity, persistent_workers=False, generator=own_rng)

@@ -159,7 +159,8 @@ def test_dither_noise_is_standard_normal() -> None:
     from kocall_kernels.fbank.cpu import _gauss, _splitmix64  # the compiled versions the kernel uses
 
     base = np.uint64(_splitmix64(np.uint64(12345)))
-    draws = np.array([_gauss(_splitmix64(base + np.uint64(i))) for i in range(20000)])
+    # numba hands a uint64 back as a Python int; re-wrap it so the next call types it as uint64.
+    draws = np.array([_gauss(np.uint64(_splitmix64(base + np.uint64(i)))) for i in range(20000)])
     assert abs(draws.mean()) < 0.03 and abs(draws.std() - 1.0) < 0.03
 
 

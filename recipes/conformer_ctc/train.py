@@ -760,3 +760,7 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
                    f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    train_cmd()
