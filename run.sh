@@ -56,10 +56,17 @@ if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   if [ "$corpus" = synth ]; then
     local/synth/make_corpus.sh --nj "$nj" --seed "$seed" --force "$force" "$corpus_dir"
   fi
-  if stage_begin "$data/.done/prep" "$corpus_dir/.done" local/prepare_corpus.sh \
+  # What identifies the corpus: the generator's marker (synth), the transcripts and the
+  # corpus-specific scripts (large audio files are hashed by size and mtime, see kocall.stamp).
+  corpus_inputs=(local/prepare_corpus.sh)
+  case "$corpus" in
+    synth) corpus_inputs+=("$corpus_dir/.done") ;;
+    shared-ko) corpus_inputs+=(local/shared_ko "$corpus_dir"/corpora/*/transcripts.tsv) ;;
+  esac
+  if stage_begin "$data/.done/prep" "${corpus_inputs[@]}" \
        -- "corpus=$corpus" "dir=$corpus_dir" "labels=$label_file" "punct=$punct" "seed=$seed"; then
     local/prepare_corpus.sh --corpus "$corpus" --label-file "$label_file" --punct "$punct" \
-      --seed "$seed" "$corpus_dir" "$data"
+      --seed "$seed" --nj "$nj" "$corpus_dir" "$data"
     stage_end
   fi
 fi

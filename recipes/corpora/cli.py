@@ -1,7 +1,8 @@
 """`kocall prep <format>`: corpus -> DATA/{train,dev,<test sets>}, DATA/test_sets, DATA/local/lm_text.txt.
 
 Every subcommand takes the source, `--out DATA`, `--punct`, `--seed` and `--dev-fraction`
-(used only where the corpus has no dev set: whole speakers are held out). Also
+(used only where the corpus has no dev set: whole speakers are held out), except
+`kocall prep shared-ko`, which makes its own split (kocall.corpora.shared_ko). Also
 `kocall prep fix-data-dir DIR` (utils/fix_data_dir.sh).
 """
 from __future__ import annotations
@@ -144,6 +145,31 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
     sets = {name: read_kaldi_dir(path, punct) for name, path in dirs.items()}
     lm = Path(source) / "local" / "lm_text.txt"
     finish(out, sets, tests, seed, dev_fraction, read_lm_text(lm, punct) if lm.is_file() else [])
+
+
+@prep_cmd.command("shared-ko")
+@click.argument("corpus_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output data root (DATA)")
+@click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="seed of the speaker split and the channel")
+@click.option("--nj", type=int, default=2, show_default=True, help="parallel jobs for the telephone channel")
+@click.option("--audio-dir", type=click.Path(file_okay=False), default=None,
+              help="where the channelled WAVs go [default: corpora/shared_ko_tel in the repo]")
+@click.option("--max-utts-per-corpus", type=int, default=0, show_default=True,
+              help="keep at most N utterances of each corpus (round-robin over speakers; 0 = all), for quick tests")
+@click.option("--dev-speakers", type=int, default=4, show_default=True, help="emotiontts_ko speakers held out for dev")
+@click.option("--test-speakers", type=int, default=4, show_default=True,
+              help="other emotiontts_ko speakers held out for test_heldout")
+def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, audio_dir: str | None,
+                  max_utts_per_corpus: int, dev_speakers: int, test_speakers: int) -> None:
+    """Real Korean speech beside the repo (../shared; README "Real speech"): split, channel, LM text."""
+    from kocall.corpora.shared_ko import TEST_SETS, prepare_shared_ko
+
+    prepared = prepare_shared_ko(corpus_dir, punct, seed, nj, audio_dir, max_utts_per_corpus,
+                                 dev_speakers, test_speakers)
+    finish(out, prepared.sets, list(TEST_SETS), seed, 0.1, prepared.lm_lines)  # dev exists: no split there
+    for line in prepared.summary():
+        click.echo(line)
 
 
 @prep_cmd.command("fix-data-dir")
