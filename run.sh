@@ -112,6 +112,7 @@ fi
 if in_stage 4 "train Conformer-CTC ($model_size) on $device"; then
   if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats" "$data/.done/lang_$unit" \
        "conf/model_$model_size.yaml" steps/train.sh -- "device=$device" "seed=$seed"; then
+    stage_workdir "$amdir"   # an interrupted run of the same inputs resumes; anything else restarts
     steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "conf/model_$model_size.yaml" \
       "$data/train" "$data/dev" "$lang" "$amdir"
     stage_end

@@ -16,8 +16,9 @@ stop_stage=100
 force=false
 lm_order=6
 fail=false
+fail_c=false
 help_message="toy recipe"
-_kocall_option_vars="stage stop_stage force lm_order fail"
+_kocall_option_vars="stage stop_stage force lm_order fail fail_c"
 . "$KOCALL_ROOT/utils/parse_options.sh"
 . "$KOCALL_ROOT/utils/stage.sh"
 out=$1
@@ -32,6 +33,15 @@ fi
 if in_stage 1 "make b"; then
   if stage_begin "$out/.done/b" "$out/.done/a"; then
     echo "ran b" >> "$out/log"
+    stage_end
+  fi
+fi
+if in_stage 2 "train c (resumable)"; then
+  if stage_begin "$out/.done/c" "$out/.done/b" -- "order=$lm_order"; then
+    stage_workdir "$out/work"
+    if [ -f "$out/work/ckpt" ]; then echo "resumed c" >> "$out/log"; else echo "fresh c" >> "$out/log"; fi
+    touch "$out/work/ckpt"
+    [ "$fail_c" = true ] && exit 4
     stage_end
   fi
 fi
@@ -70,7 +80,7 @@ def test_dashes_map_to_underscores_and_flags(toy) -> None:
     out, run, ran = toy
     assert run("--lm-order", "4").returncode == 0
     assert (out / "a.txt").read_text() == "order 4\n"
-    assert ran() == ["ran a", "ran b"]
+    assert ran() == ["ran a", "ran b", "fresh c"]
     assert run("--lm-order=5", "--stop-stage", "0").returncode == 0
     assert (out / "a.txt").read_text() == "order 5\n" and ran() == ["ran a"]
     bad = run("--force", "maybe")
@@ -80,13 +90,13 @@ def test_dashes_map_to_underscores_and_flags(toy) -> None:
 def test_rerun_skips_then_reruns_on_change_or_force(toy) -> None:
     out, run, ran = toy
     run()
-    assert ran() == ["ran a", "ran b"]
+    assert ran() == ["ran a", "ran b", "fresh c"]
     second = run()
-    assert ran() == [] and second.stderr.count("up to date, skipping") == 2
+    assert ran() == [] and second.stderr.count("up to date, skipping") == 3
     (out / "input.txt").write_text("changed\n")
     run()
-    assert ran() == ["ran a", "ran b"]
-    run("--force", "--stage", "1")
+    assert ran() == ["ran a", "ran b", "fresh c"]
+    run("--force", "--stage", "1", "--stop-stage", "1")
     assert ran() == ["ran b"]
 
 
@@ -99,7 +109,22 @@ def test_interrupted_stage_is_not_done(toy) -> None:
     assert not (out / ".done" / "a").exists()
     assert ran() == ["ran a"]
     run()
-    assert ran() == ["ran a", "ran b"]
+    assert ran() == ["ran a", "ran b", "fresh c"]
+
+
+def test_resumable_stage_resumes_only_the_same_inputs(toy) -> None:
+    out, run, ran = toy
+    assert run("--fail-c", "true").returncode == 4      # killed mid-training
+    assert ran() == ["ran a", "ran b", "fresh c"]
+    assert not (out / ".done" / "c").exists()
+    assert run().returncode == 0                          # same inputs: resume
+    assert ran() == ["resumed c"]
+    assert run("--force", "--stage", "2").returncode == 0  # --force starts afresh
+    assert ran() == ["fresh c"]
+    assert run("--fail-c", "true", "--lm-order", "3").returncode == 4
+    ran()
+    assert run("--lm-order", "5").returncode == 0          # other options: a new run, not a resume
+    assert ran() == ["ran a", "ran b", "fresh c"]
 
 
 def test_run_sh_rejects_unknown_option() -> None:

@@ -43,3 +43,16 @@ stage_end() {
   kocall stamp write "$_kocall_marker" "$_kocall_hash"
   log "Stage $_kocall_stage_no: done"
 }
+
+stage_workdir() {  # stage_workdir DIR: call after stage_begin, for stages that resume from DIR
+  # Resume only work done for the same inputs, config and options: DIR/.inputs_hash holds the
+  # stage hash it was started with. A different hash (or --force) clears DIR and starts afresh,
+  # so a changed config never resumes from checkpoints of another one.
+  local dir=$1
+  if [ -d "$dir" ] && { [ "$force" = true ] || [ "$(cat "$dir/.inputs_hash" 2>/dev/null)" != "$_kocall_hash" ]; }; then
+    log "Stage $_kocall_stage_no: inputs changed or --force: starting $dir afresh"
+    rm -rf "$dir"
+  fi
+  mkdir -p "$dir"
+  echo "$_kocall_hash" > "$dir/.inputs_hash"
+}
