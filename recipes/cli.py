@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "synth": "kocall.synth.cli:synth_cmd",
     "fbank": "kocall.features:fbank_cmd",
     "make-feats": "kocall.features:make_feats_cmd",
+    "compute-cmvn": "kocall.features:compute_cmvn_cmd",
     "lang": "kocall.lang:lang_cmd",
     "lm": "kocall.lm:lm_cmd",
     "train": "kocall.conformer_ctc.train:train_cmd",

@@ -1,0 +1,473 @@
+"""Benchmark: the fused log-mel filterbank (kocall_kernels.fbank) against its peers.
+
+Same audio, same settings for every row (conf/fbank.yaml: 8 kHz, 25/10 ms frames, 256-point
+FFT, povey window, pre-emphasis 0.97, per-frame DC removal, 80 mels over 20-3800 Hz, no dither):
+
+CPU
+  ours            numba CPU twin (kernels/fbank/cpu.py), --threads numba threads, 64 utterances a call
+  knf             kaldi-native-fbank OnlineFbank, one utterance at a time, 1 process
+  knf xN          the same over N = --threads forked processes (the peer on as many cores as ours)
+  librosa         librosa 0.11 melspectrogram (povey window padded to 256, htk mel, norm=None,
+                  pre-emphasis over the whole signal; librosa has no per-frame DC removal) + log
+  librosa xN      the same over N processes
+GPU (only where numba finds a CUDA device, else skipped with a message; the torch rows also
+     need a CUDA build of torch, and are skipped with a message without one)
+  ours            the Numba CUDA kernel on one ragged batch of every utterance, already on the device
+  ours e2e        compute_fbank(backend="cuda") from host arrays: frame index, H2D, kernel, D2H
+  torch-stft      torch.stft (padded batch) + power + mel matmul + log, the usual PyTorch recipe
+  torch-exact     torch on the valid frames only: gather, DC removal, pre-emphasis, window,
+                  rfft, power, mel matmul, log (Kaldi's arithmetic, the same work as ours)
+  GPU times are CUDA-event times after warm-up (best of --repeats); the memory-bandwidth floor
+  is (PCM bytes read once + feature bytes written) / peak bandwidth, the peak taken from the
+  device's memory clock and bus width (fallback: NVIDIA's figures for H100/H200).
+
+Columns: seconds (best of --repeats, after a warm-up that also compiles numba), x real time
+(audio seconds / compute seconds), and the ratio peer seconds / our seconds (how many times
+faster ours is; rows of one section compare with that section's "ours").
+
+Audio: the 8 kHz emotiontts_ko corpus under kocall.paths.shared_corpora() when present (the
+first --minutes of it), else generated speech-like signals (harmonic sweeps in noise, 2-8 s).
+
+    .venv/bin/python bench/bench_fbank.py [--minutes 15] [--device cpu|cuda|all] [--threads 2]
+                                          [--repeats 3] [--out-json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kocall_kernels.fbank import FbankConfig, compute_fbank
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf" / "fbank.yaml"
+BATCH = 64
+DYN_RANGE, TOL = 18.0, 1e-3  # agreement contract of kernels/fbank/test_fbank.py
+# NVIDIA datasheet peak memory bandwidth (bytes/s), used when the device attributes are missing.
+PEAK_BW = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12, "H100": 3.35e12}
+
+AUDIO: list[np.ndarray] = []   # set before the peer pool forks, so workers inherit it
+
+
+@dataclass
+class Row:
+    section: str
+    name: str
+    seconds: float
+    x_realtime: float
+    ratio: float       # this row's seconds / ours seconds in the same section (1.0 for ours)
+    note: str = ""
+
+
+# ------------------------------------------------------------------ audio
+def load_corpus(minutes: float, sample_rate: int) -> tuple[list[np.ndarray], str]:
+    from kocall.audio import load_audio
+    from kocall.paths import shared_corpora
+
+    root = shared_corpora() / "emotiontts_ko"
+    files = sorted(root.rglob("*.flac")) if root.is_dir() else []
+    if not files:
+        return generated_audio(minutes, sample_rate), "generated (no shared corpora)"
+    need, utts = minutes * 60 * sample_rate, []
+    for path in files:
+        samples, _ = load_audio(str(path), path.stem, expected_sr=sample_rate, resample=True)
+        utts.append(samples)
+        need -= samples.size
+        if need <= 0:
+            break
+    return utts, f"shared corpora emotiontts_ko ({len(utts)} utterances, 8 kHz FLAC)"
+
+
+def generated_audio(minutes: float, sample_rate: int, seed: int = 0) -> list[np.ndarray]:
+    """Harmonic sweeps (a voice-like pitch track) in noise, 2-8 s each, int16 scale."""
+    rng = np.random.default_rng(seed)
+    need, utts = minutes * 60 * sample_rate, []
+    while need > 0:
+        n = int(rng.uniform(2.0, 8.0) * sample_rate)
+        t = np.arange(n) / sample_rate
+        f0 = rng.uniform(90, 250) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        x = sum(3000 / h * np.sin(h * phase) for h in range(1, 12)) + 200 * rng.standard_normal(n)
+        utts.append(np.round(x).astype(np.float32))
+        need -= n
+    return utts
+
+
+def pad(utts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([u.size for u in utts], dtype=np.int64)
+    pcm = np.zeros((len(utts), int(lengths.max())), dtype=np.float32)
+    for row, u in enumerate(utts):
+        pcm[row, : u.size] = u
+    return pcm, lengths
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up: numba compilation / cache load, first-call allocations
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# ------------------------------------------------------------------ CPU peers
+def ours_cpu(utts: list[np.ndarray], cfg: FbankConfig) -> int:
+    frames = 0
+    for i in range(0, len(utts), BATCH):
+        pcm, lengths = pad(utts[i:i + BATCH])
+        _, n = compute_fbank(pcm, lengths, cfg)
+        frames += int(n.sum())
+    return frames
+
+
+def knf_options(cfg: FbankConfig):
+    import kaldi_native_fbank as knf
+
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.samp_freq = cfg.sample_rate
+    opts.frame_opts.frame_length_ms = cfg.frame_length_ms
+    opts.frame_opts.frame_shift_ms = cfg.frame_shift_ms
+    opts.frame_opts.snip_edges = True
+    opts.frame_opts.window_type = cfg.window
+    opts.frame_opts.preemph_coeff = cfg.preemph
+    opts.frame_opts.remove_dc_offset = cfg.remove_dc
+    opts.mel_opts.num_bins = cfg.n_mels
+    opts.mel_opts.low_freq = cfg.low_freq
+    opts.mel_opts.high_freq = cfg.high_freq
+    return opts
+
+
+def knf_one(x: np.ndarray, opts, sample_rate: int) -> np.ndarray:
+    import kaldi_native_fbank as knf
+
+    fb = knf.OnlineFbank(opts)
+    fb.accept_waveform(sample_rate, x.tolist())  # tolist: faster than pybind's per-element numpy path
+    fb.input_finished()
+    return np.array([fb.get_frame(i) for i in range(fb.num_frames_ready)], dtype=np.float32)
+
+
+def librosa_one(x: np.ndarray, cfg: FbankConfig, window: np.ndarray) -> np.ndarray:
+    import librosa
+
+    y = librosa.effects.preemphasis(x, coef=cfg.preemph)
+    mel = librosa.feature.melspectrogram(y=y, sr=cfg.sample_rate, n_fft=cfg.pad_length, hop_length=cfg.shift_length,
+                                         win_length=cfg.win_length, window=window, center=False, power=2.0,
+                                         n_mels=cfg.n_mels, fmin=cfg.low_freq, fmax=cfg.effective_high_freq,
+                                         htk=True, norm=None)
+    return np.log(np.maximum(mel, np.finfo(np.float32).eps)).T
+
+
+def _peer_shard(args: tuple[str, int, int, dict]) -> int:
+    """Worker: one peer over AUDIO[lo:hi] (inherited through fork); returns frames made."""
+    name, lo, hi, cfg_dict = args
+    cfg = FbankConfig.from_dict(cfg_dict)
+    return sum(_peer_fn(name, cfg)(x).shape[0] for x in AUDIO[lo:hi])
+
+
+def _peer_fn(name: str, cfg: FbankConfig):
+    if name == "knf":
+        opts = knf_options(cfg)
+        return lambda x: knf_one(x, opts, cfg.sample_rate)
+    from kocall_kernels.fbank.config import make_window
+
+    window = make_window(cfg.window, cfg.win_length)
+    return lambda x: librosa_one(x, cfg, window)
+
+
+def cpu_section(cfg: FbankConfig, threads: int, repeats: int, pool) -> tuple[list[Row], dict]:
+    import numba
+
+    numba.set_num_threads(threads)
+    audio_s = sum(u.size for u in AUDIO) / cfg.sample_rate
+    t_ours = best_of(lambda: ours_cpu(AUDIO, cfg), repeats)
+    rows = [Row("cpu", f"ours (numba twin, {threads} threads)", t_ours, audio_s / t_ours, 1.0)]
+    n = len(AUDIO)
+    shards = [(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
+    for peer, label in (("knf", "kaldi-native-fbank"), ("librosa", "librosa 0.11")):
+        fn = _peer_fn(peer, cfg)
+        t1 = best_of(lambda: [fn(x) for x in AUDIO], repeats)
+        rows.append(Row("cpu", f"{label} (1 process)", t1, audio_s / t1, t1 / t_ours))
+        if pool is not None:
+            jobs = [(peer, lo, hi, cfg.to_dict()) for lo, hi in shards]
+            tn = best_of(lambda: pool.map(_peer_shard, jobs), repeats)
+            rows.append(Row("cpu", f"{label} ({threads} processes)", tn, audio_s / tn, tn / t_ours))
+    return rows, agreement_cpu(cfg)
+
+
+def agreement_cpu(cfg: FbankConfig) -> dict:
+    """Max |ours - peer| over the first utterance, on bands within 18 nats of the frame peak
+    (below that float32 cannot resolve 1e-3; see kernels/fbank/test_fbank.py)."""
+    x = AUDIO[0]
+    ours, n = compute_fbank(x[None], [x.size], cfg)
+    ours = ours[0, : n[0]]
+    ref = knf_one(x, knf_options(cfg), cfg.sample_rate)
+    lib = _peer_fn("librosa", cfg)(x)
+    t = min(lib.shape[0], ours.shape[0])
+    return {"max_abs_diff_vs_knf": resolved_max_diff(ours, ref),
+            "mean_abs_diff_vs_librosa": float(np.abs(ours[:t] - lib[:t]).mean())}
+
+
+def resolved_max_diff(ours: np.ndarray, ref: np.ndarray) -> float:
+    resolved = ref > ref.max(axis=1, keepdims=True) - DYN_RANGE
+    return float(np.abs(ours - ref)[resolved].max())
+
+
+# ------------------------------------------------------------------ GPU
+def torch_mel(cfg: FbankConfig, device) -> "torch.Tensor":
+    import torch
+
+    from kocall_kernels.fbank import mel_matrix
+
+    return torch.tensor(mel_matrix(cfg).T, dtype=torch.float32, device=device)  # (pad/2, n_mels)
+
+
+def torch_stft_fbank(x, lengths, cfg: FbankConfig, window, mel):
+    """The usual PyTorch recipe on the padded batch: torch.stft + power + mel matmul + log."""
+    import torch
+
+    spec = torch.stft(x, n_fft=cfg.pad_length, hop_length=cfg.shift_length, win_length=cfg.win_length,
+                      window=window, center=False, return_complex=True)           # (B, pad/2+1, T)
+    power = spec.real.square() + spec.imag.square()
+    return torch.matmul(power[:, : cfg.pad_length // 2].transpose(1, 2), mel).clamp_min(1.1920929e-07).log()
+
+
+def torch_exact_fbank(x_flat, starts, cfg: FbankConfig, window, mel):
+    """Kaldi's arithmetic in torch on the valid frames only (the work our kernel does)."""
+    import torch
+
+    idx = starts[:, None] + torch.arange(cfg.win_length, device=x_flat.device)
+    frames = x_flat[idx]                                                             # (F, win) gather
+    if cfg.remove_dc:
+        frames = frames - frames.mean(dim=1, keepdim=True)
+    prev = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    emph = (frames - cfg.preemph * prev) * window
+    spec = torch.fft.rfft(emph, n=cfg.pad_length)
+    power = spec.real.square() + spec.imag.square()
+    return torch.matmul(power[:, : cfg.pad_length // 2], mel).clamp_min(1.1920929e-07).log()
+
+
+def peak_bandwidth() -> tuple[float, str]:
+    from numba import cuda
+
+    if not hasattr(cuda, "get_current_device"):
+        return float("nan"), "CUDA simulator: no peak bandwidth"
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    try:
+        clock_khz, bus_bits = dev.MEMORY_CLOCK_RATE, dev.GLOBAL_MEMORY_BUS_WIDTH
+        if clock_khz and bus_bits:
+            return 2.0 * clock_khz * 1e3 * bus_bits / 8, f"{name}: 2 x {clock_khz / 1e3:.0f} MHz x {bus_bits} bit"
+    except Exception:  # attribute missing in this driver / numba version: use the datasheet
+        pass
+    for key, value in PEAK_BW.items():
+        if key in name:
+            return value, f"{name}: datasheet {value / 1e12:.2f} TB/s"
+    return float("nan"), f"{name}: peak memory bandwidth unknown"
+
+
+def gpu_section(cfg: FbankConfig, repeats: int, torch_device: str | None = "cuda") -> tuple[list[Row], dict]:
+    """The GPU rows; the torch rows only when torch_device is given (None: torch has no CUDA).
+    torch_device="cpu" under NUMBA_ENABLE_CUDASIM=1 only smoke-tests this code."""
+    from numba import cuda
+
+    from kocall_kernels.fbank import make_tables, prepare_batch
+    from kocall_kernels.fbank.config import frame_index
+    from kocall_kernels.fbank.cuda import _TABLE_NAMES, _fbank_kernel, device_tables
+
+    pcm, lengths = pad(AUDIO)
+    p, nf, seeds, _ = prepare_batch(pcm, lengths, cfg, None)
+    fu, ft = frame_index(nf)
+    tables = make_tables(cfg)
+    d_pcm, d_fu, d_ft, d_seeds = (cuda.to_device(a) for a in (p, fu, ft, seeds))
+    d_out = cuda.device_array((p.shape[0], int(nf.max()), cfg.n_mels), dtype=np.float32)
+    tabs = [device_tables(tables)[name] for name in _TABLE_NAMES]
+    threads = 128
+
+    def ours_kernel() -> None:
+        _fbank_kernel[fu.size, threads](d_pcm, d_fu, d_ft, d_seeds, d_out, cfg.win_length, cfg.shift_length,
+                                        cfg.pad_length, float(cfg.dither), float(cfg.preemph), bool(cfg.remove_dc),
+                                        *tabs)
+
+    def numba_time(fn) -> float:
+        fn()
+        cuda.synchronize()
+        best = np.inf
+        for _ in range(repeats):
+            start, end = cuda.event(), cuda.event()  # timing events (the default)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return max(best, 1e-9)  # the simulator's events read 0
+
+    audio_s = float(lengths.sum()) / cfg.sample_rate
+    t_ours = numba_time(ours_kernel)
+    t_e2e = best_of(lambda: compute_fbank(pcm, lengths, cfg, backend="cuda"), repeats)
+    bw, bw_source = peak_bandwidth()
+    # The floor: every PCM sample read once (float32) and every feature written once.
+    floor_bytes = 4.0 * float(lengths.sum()) + 4.0 * fu.size * cfg.n_mels
+    floor_s = floor_bytes / bw
+    rows = [Row("gpu", "ours (Numba CUDA kernel)", t_ours, audio_s / t_ours, 1.0,
+                f"{100 * floor_s / t_ours:.0f}% of the memory-bandwidth floor ({1e6 * floor_s:.0f} us)"),
+            Row("gpu", "ours e2e (compute_fbank from host)", t_e2e, audio_s / t_e2e, t_e2e / t_ours, "incl. H2D/D2H")]
+    ours = d_out.copy_to_host()
+    cpu, _ = compute_fbank(pcm, lengths, cfg)
+    extra = {"gpu": bw_source, "peak_bandwidth_Bps": bw, "floor_bytes": floor_bytes, "floor_s": floor_s,
+             "frames": int(fu.size), "utterances": int(p.shape[0]),
+             "max_abs_diff_cuda_vs_cpu": float(np.abs(ours[fu, ft] - cpu[fu, ft]).max()),  # padding unwritten
+             "max_abs_diff_cuda_vs_cpu_resolved": resolved_max_diff(ours[fu, ft], cpu[fu, ft])}
+    if torch_device is None:
+        print("GPU torch rows skipped: this torch has no CUDA (install a CUDA build of torch for the baseline)")
+        return rows, extra
+    rows_t, extra_t = torch_rows(cfg, repeats, torch_device, pcm, lengths, fu, ft, ours, t_ours, audio_s)
+    extra.update(extra_t)
+    return rows + rows_t, extra
+
+
+def torch_rows(cfg: FbankConfig, repeats: int, torch_device: str, pcm: np.ndarray, lengths: np.ndarray,
+               fu: np.ndarray, ft: np.ndarray, ours: np.ndarray, t_ours: float, audio_s: float
+               ) -> tuple[list[Row], dict]:
+    import torch
+
+    from kocall_kernels.fbank.config import make_window
+
+    dev = torch.device(torch_device)
+
+    def torch_time(fn) -> float:
+        if dev.type != "cuda":
+            return best_of(fn, repeats)
+        fn()
+        torch.cuda.synchronize()
+        best = np.inf
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return best
+
+    x = torch.from_numpy(pcm).to(dev)
+    x_flat = x.reshape(-1)
+    starts = torch.from_numpy(fu.astype(np.int64) * pcm.shape[1] + ft.astype(np.int64) * cfg.shift_length).to(dev)
+    window = torch.tensor(make_window(cfg.window, cfg.win_length), dtype=torch.float32, device=dev)
+    mel = torch_mel(cfg, dev)
+    with torch.inference_mode():
+        t_stft = torch_time(lambda: torch_stft_fbank(x, lengths, cfg, window, mel))
+        t_exact = torch_time(lambda: torch_exact_fbank(x_flat, starts, cfg, window, mel))
+        exact = torch_exact_fbank(x_flat, starts, cfg, window, mel).cpu().numpy()
+    padded = 1.0 - fu.size / (pcm.shape[0] * (1 + (pcm.shape[1] - cfg.win_length) // cfg.shift_length))
+    rows = [Row("gpu", "torch.stft + mel matmul (padded batch)", t_stft, audio_s / t_stft, t_stft / t_ours,
+                f"{100 * padded:.0f}% of its frames are padding"),
+            Row("gpu", "torch exact (valid frames, rfft)", t_exact, audio_s / t_exact, t_exact / t_ours)]
+    return rows, {"max_abs_diff_torch_exact_vs_ours": float(np.abs(exact - ours[fu, ft]).max())}
+
+
+def cuda_ready() -> tuple[bool, str]:
+    try:
+        from numba import cuda
+    except ImportError as err:
+        return False, f"import failed ({err})"
+    if not cuda.is_available():
+        return False, "numba finds no CUDA device/driver"
+    return True, ""
+
+
+def torch_cuda() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
+
+
+# ------------------------------------------------------------------ report
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or platform.machine()
+    return f"{os.cpu_count()}-core {model}"
+
+
+def print_table(rows: list[Row]) -> None:
+    print("| section | implementation | seconds | x real time | ours faster by | note |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        ratio = "-" if r.ratio == 1.0 else f"{r.ratio:.2f}x"
+        print(f"| {r.section} | {r.name} | {r.seconds:.3f} | {r.x_realtime:,.0f} | {ratio} | {r.note} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=15.0, help="minutes of audio")
+    parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
+    parser.add_argument("--threads", type=int, default=2, help="numba threads for ours = processes for the peers")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--generated", action="store_true", help="generated audio even if the corpora exist")
+    parser.add_argument("--out-json", type=Path, default=None)
+    args = parser.parse_args()
+
+    cfg = FbankConfig.from_yaml(CONF)
+    if args.generated:
+        audio, source = generated_audio(args.minutes, cfg.sample_rate), "generated"
+    else:
+        audio, source = load_corpus(args.minutes, cfg.sample_rate)
+    AUDIO[:] = audio
+    audio_s = sum(u.size for u in AUDIO) / cfg.sample_rate
+    print(f"audio: {audio_s / 60:.1f} min, {source}; {machine()}; load average {os.getloadavg()[0]:.2f}")
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": " ".join(sys.argv),
+              "audio": source, "audio_seconds": audio_s, "config": cfg.to_dict(), "threads": args.threads}
+    rows: list[Row] = []
+    if args.device in ("cpu", "all"):
+        # Fork the peers' pool before numba starts its (fork-unsafe) OpenMP threads in this process.
+        pool = mp.get_context("fork").Pool(args.threads) if args.threads > 1 else None
+        try:
+            cpu_rows, result["cpu_agreement"] = cpu_section(cfg, args.threads, args.repeats, pool)
+        finally:
+            if pool is not None:
+                pool.terminate()
+        rows += cpu_rows
+    if args.device in ("cuda", "all"):
+        ok, why = cuda_ready()
+        if ok:
+            gpu_rows, result["gpu"] = gpu_section(cfg, args.repeats, torch_cuda())
+            rows += gpu_rows
+        else:
+            print(f"GPU section skipped: {why}")
+            result["gpu_skipped"] = why
+    result["load_average_after"] = os.getloadavg()[0]
+    print_table(rows)
+    for key in ("cpu_agreement", "gpu"):
+        if key in result:
+            print(f"{key}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in result[key].items()))
+    result["rows"] = [asdict(r) for r in rows]
+    if args.out_json:
+        args.out_json.write_text(json.dumps(result, indent=1) + "\n")
+    checks = {"ours vs kaldi-native-fbank": result.get("cpu_agreement", {}).get("max_abs_diff_vs_knf", 0.0),
+              "CUDA vs CPU twin": result.get("gpu", {}).get("max_abs_diff_cuda_vs_cpu_resolved", 0.0)}
+    failed = [f"{name}: {diff:.2e} > {TOL}" for name, diff in checks.items() if not diff <= TOL]
+    if failed:
+        print("AGREEMENT CHECK FAILED (resolved bands): " + "; ".join(failed))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Stage 1a: fused log-mel filterbank features (kernels/fbank) of one data dir.
+#   Every wav.scp entry is loaded, resampled to the config's rate (8 kHz for conf/fbank.yaml)
+#   and turned into float32 (frames, n_mels) features, --nj jobs in parallel, one ark shard each.
+# Writes DATA_DIR/{feats.scp,utt2num_frames,fbank.yaml} and DATA_DIR/data/feats.<n>.ark
+# atomically: a bad utterance stops the stage naming it and its file, leaving no feats.scp.
+# Usage: steps/make_fbank.sh [--nj 2] [--fbank-conf conf/fbank.yaml] [--device cpu|cuda] DATA_DIR
+set -euo pipefail
+nj=2
+fbank_conf=conf/fbank.yaml
+device=cpu
+help_message="Usage: $0 [--nj N] [--fbank-conf FILE] [--device cpu|cuda] DATA_DIR"
+_kocall_option_vars="nj fbank_conf device"
+. "$(dirname "$0")/../utils/parse_options.sh"
+if [ $# -ne 1 ]; then echo "$help_message" >&2; exit 1; fi
+. "$(dirname "$0")/../path.sh"
+data=$1
+kocall make-feats --nj "$nj" --conf "$fbank_conf" --device "$device" "$data"
