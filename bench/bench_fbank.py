@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from kocall_kernels.fbank import FbankConfig, compute_fbank
+from kocall_kernels.fbank.peer import knf_fbank, knf_features, knf_options
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "fbank.yaml"
@@ -129,33 +130,6 @@ def ours_cpu(utts: list[np.ndarray], cfg: FbankConfig) -> int:
     return frames
 
 
-def knf_options(cfg: FbankConfig):
-    import kaldi_native_fbank as knf
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.samp_freq = cfg.sample_rate
-    opts.frame_opts.frame_length_ms = cfg.frame_length_ms
-    opts.frame_opts.frame_shift_ms = cfg.frame_shift_ms
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.window_type = cfg.window
-    opts.frame_opts.preemph_coeff = cfg.preemph
-    opts.frame_opts.remove_dc_offset = cfg.remove_dc
-    opts.mel_opts.num_bins = cfg.n_mels
-    opts.mel_opts.low_freq = cfg.low_freq
-    opts.mel_opts.high_freq = cfg.high_freq
-    return opts
-
-
-def knf_one(x: np.ndarray, opts, sample_rate: int) -> np.ndarray:
-    import kaldi_native_fbank as knf
-
-    fb = knf.OnlineFbank(opts)
-    fb.accept_waveform(sample_rate, x.tolist())  # tolist: faster than pybind's per-element numpy path
-    fb.input_finished()
-    return np.array([fb.get_frame(i) for i in range(fb.num_frames_ready)], dtype=np.float32)
-
-
 def librosa_one(x: np.ndarray, cfg: FbankConfig, window: np.ndarray) -> np.ndarray:
     import librosa
 
@@ -177,7 +151,7 @@ def _peer_shard(args: tuple[str, int, int, dict]) -> int:
 def _peer_fn(name: str, cfg: FbankConfig):
     if name == "knf":
         opts = knf_options(cfg)
-        return lambda x: knf_one(x, opts, cfg.sample_rate)
+        return lambda x: knf_features(x, opts, cfg.sample_rate, cfg.n_mels)
     from kocall_kernels.fbank.config import make_window
 
     window = make_window(cfg.window, cfg.win_length)
@@ -210,7 +184,7 @@ def agreement_cpu(cfg: FbankConfig) -> dict:
     x = AUDIO[0]
     ours, n = compute_fbank(x[None], [x.size], cfg)
     ours = ours[0, : n[0]]
-    ref = knf_one(x, knf_options(cfg), cfg.sample_rate)
+    ref = knf_fbank(x, cfg)
     lib = _peer_fn("librosa", cfg)(x)
     t = min(lib.shape[0], ours.shape[0])
     return {"max_abs_diff_vs_knf": resolved_max_diff(ours, ref),

@@ -22,32 +22,13 @@ import pytest
 
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 from kocall_kernels.fbank.config import make_window, mel_matrix
+from kocall_kernels.fbank.peer import knf_fbank
 
 knf = pytest.importorskip("kaldi_native_fbank")
 
 DYN_RANGE = 18.0   # nats (78 dB) below the frame peak band where float32 still resolves 1e-3
 TOL = 1e-3
 REPO = Path(__file__).resolve().parents[2]
-
-
-def knf_fbank(samples: np.ndarray, cfg: FbankConfig) -> np.ndarray:
-    opts = knf.FbankOptions()
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.samp_freq = cfg.sample_rate
-    opts.frame_opts.frame_length_ms = cfg.frame_length_ms
-    opts.frame_opts.frame_shift_ms = cfg.frame_shift_ms
-    opts.frame_opts.snip_edges = True
-    opts.frame_opts.window_type = cfg.window
-    opts.frame_opts.preemph_coeff = cfg.preemph
-    opts.frame_opts.remove_dc_offset = cfg.remove_dc
-    opts.mel_opts.num_bins = cfg.n_mels
-    opts.mel_opts.low_freq = cfg.low_freq
-    opts.mel_opts.high_freq = cfg.high_freq
-    fb = knf.OnlineFbank(opts)
-    fb.accept_waveform(cfg.sample_rate, samples.astype(np.float32).tolist())
-    fb.input_finished()
-    frames = [fb.get_frame(i) for i in range(fb.num_frames_ready)]
-    return np.array(frames, dtype=np.float32).reshape(len(frames), cfg.n_mels)
 
 
 def numpy_fbank(samples: np.ndarray, cfg: FbankConfig) -> np.ndarray:
