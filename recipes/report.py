@@ -15,8 +15,8 @@ What is measured (docs/report.md explains how to read it):
   chosen sets, for the CPU with 1 and 2 threads (torch and numba both limited), and on
   the GPU when --device cuda finds one (float models only: int8 kernels are CPU-only).
   Processing = features + network + search, one utterance at a time (the serving case),
-  after a warm-up on the first utterance; audio is read into memory beforehand, so disk
-  speed does not count.
+  after an untimed warm-up pass over the same utterances (the steady state of a server);
+  audio is read into memory beforehand, so disk speed does not count.
 * Peak memory: each model is measured in a fresh process; `peak_rss_mb` is that process's
   peak resident set (getrusage ru_maxrss: interpreter, torch, model, LM tables, features,
   search), and `peak_rss_delta_mb` the growth over the same process right after imports,
@@ -186,8 +186,11 @@ def time_pass(rec: Recognizer, utts: list[Utt], mode: str) -> tuple[float, dict[
     """RTF of one pass (after a warm-up) and the hypotheses."""
     import torch
 
-    for _ in range(2):  # warm-up: numba compilation, allocator, oneDNN/fbgemm packing
-        rec.recognize(utts[0].samples, mode)
+    # Warm-up: one untimed pass over the same utterances. Besides numba compilation and the
+    # allocator, torch/oneDNN build a primitive per new input length on first sight: warming
+    # up on one utterance left the first timed pass 20x slower than the steady state (measured).
+    for utt in utts:
+        rec.recognize(utt.samples, mode)
     sync = torch.cuda.synchronize if rec.device == "cuda" else (lambda: None)
     hyps: dict[str, str] = {}
     sync()
