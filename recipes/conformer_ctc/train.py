@@ -348,7 +348,8 @@ def write_plot(path: Path, rows: list[dict]) -> None:
     if dev:
         ax_loss.plot(*zip(*dev), marker="o", label="dev")
     ax_loss.set(xlabel="step", ylabel="CTC loss per unit", yscale="log", title="loss")
-    ax_loss.legend()
+    if train or dev:
+        ax_loss.legend()
     if cer:
         ax_cer.plot(*zip(*cer), marker="o")
     ax_cer.set(xlabel="step", ylabel="CER %", title="dev CER (greedy)")
