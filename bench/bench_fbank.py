@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import best_of
+
 from kocall_kernels.fbank import FbankConfig, compute_fbank
 from kocall_kernels.fbank.peer import knf_fbank, knf_features, knf_options
 
@@ -110,14 +112,7 @@ def pad(utts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return pcm, lengths
 
 
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up: numba compilation / cache load, first-call allocations
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+
 
 
 # ------------------------------------------------------------------ CPU peers

@@ -12,7 +12,6 @@ the others still decode, and the exit status is 1 at the end.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +20,7 @@ import click
 import numpy as np
 
 from kocall.errors import DataError, KocallError, where
-from kocall.fileio import atomic_write, read_table, write_table
+from kocall.fileio import read_table, write_table
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,6 @@
 """The shared core: atomic writes, Kaldi tables, audio validation, data dirs, stage hashes."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np

@@ -14,7 +14,7 @@ from kocall.audio import write_wav
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import KocallError
 from tests.conftest import tone
-from tests.test_export import N_MELS, VOCAB, write_float_dir
+from tests.test_export import N_MELS, write_float_dir
 
 SR = 8000
 

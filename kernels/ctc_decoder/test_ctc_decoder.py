@@ -2,7 +2,6 @@
 the search behaves as a beam search should (beam 1 == greedy, wider beams never worse)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from kocall_kernels.ctc_decoder import DecoderConfig, cpu, reference
 from kocall_kernels.ctc_decoder.greedy import greedy_decode
+from kocall_kernels.testing import cuda_subprocess_env
 
 SYMBOLS = ["<blk>", "<unk>", "▁", "가", "나", "다", "라", "마"]
 
@@ -167,7 +167,7 @@ def test_simulated_cuda_kernel_matches_cpu_twin(cfg, threads, tables, tmp_path):
     lm_tables = tables if cfg.lm_weight else None
     if lm_tables is not None:
         tables.save(tmp_path / "lm.npz")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    env = cuda_subprocess_env()
     run = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(tmp_path / "post.npz"),
                           str(tmp_path / "lm.npz") if lm_tables is not None else "-",
                           json.dumps(dataclasses.asdict(cfg)), str(threads)],

@@ -11,7 +11,6 @@ frame's peak (in practice > 94 % of bands of these test signals, > 99.9 % of spe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import pytest
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 from kocall_kernels.fbank.config import make_window, mel_matrix
 from kocall_kernels.fbank.peer import knf_fbank
+from kocall_kernels.testing import cuda_subprocess_env
 
 knf = pytest.importorskip("kaldi_native_fbank")
 
@@ -179,7 +179,7 @@ SIM_SCRIPT = textwrap.dedent("""
 
 def test_cuda_kernel_matches_cpu_twin_in_simulator() -> None:
     # numba reads NUMBA_ENABLE_CUDASIM at import time, so the simulator runs in its own process.
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    env = cuda_subprocess_env()
     proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

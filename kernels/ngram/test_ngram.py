@@ -22,6 +22,7 @@ kenlm = pytest.importorskip("kenlm")
 from kocall.errors import DataError  # noqa: E402
 from kocall_kernels.ngram import NgramTables, next_token_scores  # noqa: E402
 from kocall_kernels.ngram.cpu import lm_score  # noqa: E402
+from kocall_kernels.testing import cuda_subprocess_env  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-4
@@ -236,7 +237,7 @@ def test_cuda_simulator_matches_cpu(hand_model, tmp_path):
     tables = NgramTables.from_arpa(*hand_model, progress=False)
     tables.save(tmp_path / "lm.npz")
     states = list(range(tables.num_states))
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    env = cuda_subprocess_env()
     run = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT, str(tmp_path / "lm.npz"), json.dumps(states)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

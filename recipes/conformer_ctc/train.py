@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
 import random
 import re
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -48,9 +46,9 @@ from torch import nn
 from tqdm import tqdm
 
 from kocall.augment import AugmentConfig
-from kocall.conformer_ctc.model import ConformerConfig, ConformerCTC, build_model, count_parameters
+from kocall.conformer_ctc.model import ConformerConfig, ConformerCTC, count_parameters
 from kocall.conformer_ctc.model_dir import make_config, save_model_dir
-from kocall.dataset import (Batch, SpeechDataset, UttEntry, batch_loader, filter_trainable, load_cmvn_stats,
+from kocall.dataset import (Batch, SpeechDataset, batch_loader, filter_trainable, load_cmvn_stats,
                             load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write

@@ -12,7 +12,7 @@ DEFAULT_CONFIG = REPO_ROOT / "conf" / "synth.yaml"
 
 @click.command("synth")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help=f"YAML config (default: conf/synth.yaml when present)")
+              help="YAML config (default: conf/synth.yaml when present)")
 @click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
 @click.option("--seed", type=int, default=None, help="random seed (default: the config's)")
 @click.option("--hours", type=float, default=None, help="training audio, hours")

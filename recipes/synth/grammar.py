@@ -18,7 +18,7 @@ import random
 import re
 from typing import Callable, Iterable
 
-from kocall.korean_numbers import native, read_digits, read_with_counter, sino
+from kocall.korean_numbers import read_digits, read_with_counter
 
 # ----------------------------------------------------------------------------- particles
 
