@@ -75,9 +75,11 @@ fi
 #   in:  $data/<set>/wav.scp, conf/fbank.yaml
 #   out: $data/<set>/feats.scp (+ ark shards, utt2num_frames), $data/train/cmvn.json
 if in_stage 1 "log-mel features"; then
+  # The features do not depend on the device (the CUDA kernel equals the CPU twin within 1e-4),
+  # so --device is not part of the hash.
   if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh; then
     for x in train dev $(test_sets); do
-      steps/make_fbank.sh --nj "$nj" --fbank-conf conf/fbank.yaml "$data/$x"
+      steps/make_fbank.sh --nj "$nj" --device "$device" --fbank-conf conf/fbank.yaml "$data/$x"
     done
     steps/compute_cmvn.sh "$data/train"
     stage_end
