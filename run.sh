@@ -156,4 +156,5 @@ if in_stage 7 "export and report"; then
   fi
 fi
 
-if [ -f "$amdir/RESULTS.md" ]; then cat "$amdir/RESULTS.md"; fi
+# End with the CRR table when this run reached scoring.
+if [ "$stop_stage" -ge 6 ] && [ -f "$amdir/RESULTS.md" ]; then cat "$amdir/RESULTS.md"; fi
