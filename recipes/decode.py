@@ -115,8 +115,10 @@ class FeatureMaker:
         from kocall.dataset import load_cmvn_stats
 
         self.mean, self.std = load_cmvn_stats(model_dir / "cmvn.json")
-        self.fbank_cfg = config.get("features", {})
-        self.sample_rate = int(self.fbank_cfg.get("sample_rate", 16000))
+        from kocall.features import model_fbank_config
+
+        self.fbank_cfg = model_fbank_config(model_dir)
+        self.sample_rate = self.fbank_cfg.sample_rate
 
     def __call__(self, utt: InputUtt) -> np.ndarray:
         if utt.is_feats:

@@ -67,6 +67,12 @@ def load_fbank_config(cfg: FbankLike) -> FbankConfig:
     raise KocallError(f"fbank config: expected an FbankConfig, a mapping or a yaml path, got {type(cfg).__name__}")
 
 
+def model_fbank_config(model_dir: str | os.PathLike) -> FbankConfig:
+    """The features a model dir was trained on: its fbank.yaml (the one source, for decoding
+    and for the report alike; config.json's "features" is a copy for people to read)."""
+    return load_fbank_config(Path(model_dir) / "fbank.yaml")
+
+
 def wav_to_fbank(samples: np.ndarray, sample_rate: int, fbank_cfg: FbankLike, backend: str = "cpu",
                  utt_id: str | None = None) -> np.ndarray:
     """Log-mel features (T, n_mels) float32 of one int16-scale signal; (0, n_mels) if too short.

@@ -163,14 +163,11 @@ def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: di
 
     from kocall.export import load_any_model_dir, read_tokens
     from kocall_kernels.ctc_decoder import DecoderConfig
-    from kocall_kernels.fbank import FbankConfig
+    from kocall.features import model_fbank_config
 
     model, _, _ = load_any_model_dir(model_dir, device)
     model.eval()
-    try:
-        fbank_cfg = FbankConfig.from_yaml(model_dir / "fbank.yaml")
-    except ValueError as err:
-        raise KocallError(str(err)) from None
+    fbank_cfg = model_fbank_config(model_dir)
     cmvn = json.loads((model_dir / "cmvn.json").read_text(encoding="utf-8"))
     tables = None
     if cfg.lm:
