@@ -199,7 +199,7 @@ def test_step_scripts_make_feats_and_cmvn(tmp_path: Path) -> None:
 
 
 def test_decoder_features_from_wav_match_the_stage(tmp_path: Path) -> None:
-    """decode's FeatureMaker (config.json "features" dict + cmvn.json) on a 16 kHz WAV gives the
+    """decode's FeatureMaker (the model dir's fbank.yaml + cmvn.json) on a 16 kHz WAV gives the
     stage's features normalised by the stage's CMVN: one feature pipeline for training and decoding."""
     import shutil
 
@@ -214,6 +214,7 @@ def test_decoder_features_from_wav_match_the_stage(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()
     shutil.copy(data / "cmvn.json", model / "cmvn.json")
+    shutil.copy(data / "fbank.yaml", model / "fbank.yaml")  # as save_model_dir copies it
     mean, std = load_cmvn_stats(model / "cmvn.json")
     maker = FeatureMaker(model, {"features": yaml.safe_load((data / "fbank.yaml").read_text())})
     stage = read_scp(data)
