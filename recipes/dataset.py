@@ -26,6 +26,7 @@ import torch
 
 from kocall.augment import AugmentConfig, augment_waveform, spec_augment
 from kocall.errors import DataError, KocallError, where
+from kocall.features import load_feats, wav_to_fbank
 from kocall.fileio import read_table
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def load_entries(data_dir: str | Path, encode: Callable[[str], list[int]], use_w
         elif use_wav:
             raise DataError(f"{where(utt_id, str(data_dir / 'utt2dur'))}: no duration (needed for batching)")
         else:
-            num_frames = _load_feats(source, utt_id).shape[0]
+            num_frames = load_feats(source, utt_id).shape[0]
         tokens = list(encode(texts[utt_id]))
         if not tokens:
             raise DataError(f"{where(utt_id, str(data_dir / 'text'))}: transcript encodes to no units")
@@ -131,21 +132,6 @@ def filter_trainable(entries: list[UttEntry], output_frames: Callable[[int], int
     if not kept:
         raise DataError(f"{name}: every utterance is too short for its transcript after subsampling")
     return kept
-
-
-def _load_feats(rxspec: str, utt_id: str) -> np.ndarray:
-    import kaldiio
-
-    try:
-        mat = np.asarray(kaldiio.load_mat(rxspec), dtype=np.float32)
-    except Exception as err:  # kaldiio raises many kinds for missing or corrupt arks
-        raise DataError(f"{where(utt_id, rxspec)}: cannot read features ({type(err).__name__}: {err})") from None
-    if mat.ndim != 2 or mat.shape[0] == 0:
-        raise DataError(f"{where(utt_id, rxspec)}: features must be a non-empty (frames, bins) matrix, "
-                        f"got shape {mat.shape}")
-    if not np.all(np.isfinite(mat)):
-        raise DataError(f"{where(utt_id, rxspec)}: features hold NaN or infinite values")
-    return mat
 
 
 def make_batches(lengths: Sequence[int], max_frames: int, seed: int, epoch: int, shuffle: bool = True,
@@ -203,7 +189,7 @@ class SpeechDataset:
         elif self._cache is not None and index in self._cache:
             feats = self._cache[index]
         else:
-            feats = _load_feats(entry.source, entry.utt_id)
+            feats = load_feats(entry.source, entry.utt_id)
             if self.cmvn is not None:
                 feats = self._normalise(feats, entry)
             if self._cache is not None:
@@ -221,7 +207,6 @@ class SpeechDataset:
 
     def _wav_features(self, entry: UttEntry, rng: np.random.Generator | None) -> np.ndarray:
         from kocall.audio import load_audio
-        from kocall.features import wav_to_fbank
 
         samples, rate = load_audio(entry.source, entry.utt_id)
         if rng is not None and self.augment is not None:

@@ -122,9 +122,9 @@ class FeatureMaker:
 
     def __call__(self, utt: InputUtt) -> np.ndarray:
         if utt.is_feats:
-            from kocall.dataset import _load_feats
+            from kocall.features import load_feats
 
-            feats = _load_feats(utt.spec, utt.utt_id)
+            feats = load_feats(utt.spec, utt.utt_id)
         else:
             from kocall.audio import load_audio
             from kocall.features import wav_to_fbank

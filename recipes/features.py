@@ -349,6 +349,23 @@ def _remove_stale_shards(ark_dir: Path, keep: set[Path]) -> None:
 
 
 # ------------------------------------------------------------------ global CMVN
+def load_feats(rxspec: str, utt_id: str) -> np.ndarray:
+    """One utterance's (frames, bins) float32 features from a kaldiio rxspecifier; a missing,
+    corrupt, empty or non-finite matrix is a DataError naming the utterance and the ark."""
+    import kaldiio
+
+    try:
+        mat = np.asarray(kaldiio.load_mat(rxspec), dtype=np.float32)
+    except Exception as err:  # kaldiio raises many kinds for missing or corrupt arks
+        raise DataError(f"{where(utt_id, rxspec)}: cannot read features ({type(err).__name__}: {err})") from None
+    if mat.ndim != 2 or mat.shape[0] == 0:
+        raise DataError(f"{where(utt_id, rxspec)}: features must be a non-empty (frames, bins) matrix, "
+                        f"got shape {mat.shape}")
+    if not np.all(np.isfinite(mat)):
+        raise DataError(f"{where(utt_id, rxspec)}: features hold NaN or infinite values")
+    return mat
+
+
 def compute_cmvn(data_dir: str | os.PathLike, std_floor: float = CMVN_STD_FLOOR,
                  show_progress: bool = True) -> dict:
     """Global mean/std over every frame of DATA/feats.scp, written to DATA/cmvn.json.
@@ -356,7 +373,6 @@ def compute_cmvn(data_dir: str | os.PathLike, std_floor: float = CMVN_STD_FLOOR,
     Accumulated in float64 around the first utterance's mean (a shift), so sum-of-squares
     does not cancel catastrophically over millions of frames.
     """
-    import kaldiio
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
@@ -369,12 +385,7 @@ def compute_cmvn(data_dir: str | os.PathLike, std_floor: float = CMVN_STD_FLOOR,
     for utt_id in tqdm(sorted(table, key=lambda k: k.encode("utf-8")), desc="cmvn", unit="utt",
                        disable=not show_progress, leave=False):
         spec = table[utt_id]
-        try:
-            mat = np.asarray(kaldiio.load_mat(spec), dtype=np.float64)
-        except Exception as err:  # kaldiio raises many kinds for missing or corrupt arks
-            raise DataError(f"{where(utt_id, spec)}: cannot read features ({type(err).__name__}: {err})") from None
-        if mat.ndim != 2 or mat.shape[0] == 0 or not np.all(np.isfinite(mat)):
-            raise DataError(f"{where(utt_id, spec)}: features must be a non-empty finite (frames, bins) matrix")
+        mat = load_feats(spec, utt_id).astype(np.float64)
         if shift is None:
             shift = mat.mean(axis=0)
             total, total_sq = np.zeros_like(shift), np.zeros_like(shift)
