@@ -155,23 +155,32 @@ class JobResult:
 def run_job(job: Job, progress: Callable[[int], None] | None = None,
             stop: Callable[[], bool] | None = None) -> JobResult:
     """Compute one shard's features into job.ark_tmp; returns where each matrix starts."""
-    from kaldiio.matio import write_array
-
-    offsets: list[tuple[str, int]] = []
-    frames: dict[str, int] = {}
-    with open(job.ark_tmp, "wb") as ark:
-        for utt_id, _, mat in iter_features(job.utts, job.cfg, job.backend, job.allow_pipes):
-            ark.write(f"{utt_id} ".encode("utf-8"))
-            offsets.append((utt_id, ark.tell()))  # kaldiio/Kaldi offsets point past "key "
-            write_array(ark, mat)
-            frames[utt_id] = int(mat.shape[0])
+    def watched(items: Iterator[tuple[str, str, np.ndarray]]) -> Iterator[tuple[str, str, np.ndarray]]:
+        for item in items:
+            yield item   # resumes once the matrix is written
             if progress is not None:
                 progress(1)
             if stop is not None and stop():
                 raise KocallError(f"job {job.index}: stopped because another job failed")
+
+    with open(job.ark_tmp, "wb") as ark:
+        written = write_ark(ark, watched(iter_features(job.utts, job.cfg, job.backend, job.allow_pipes)))
         ark.flush()
         os.fsync(ark.fileno())
-    return JobResult(job.index, offsets, frames)
+    return JobResult(job.index, [(u, off) for u, off, _ in written], {u: n for u, _, n in written})
+
+
+def write_ark(handle, items: Iterator[tuple[str, str, np.ndarray]]) -> list[tuple[str, int, int]]:
+    """Append each (utt_id, spec, matrix) to an open binary ark as Kaldi does ("key " then the
+    matrix); returns (utt_id, byte offset of the matrix, frames) for the scp."""
+    from kaldiio.matio import write_array
+
+    written = []
+    for utt_id, _, mat in items:
+        handle.write(f"{utt_id} ".encode("utf-8"))
+        written.append((utt_id, handle.tell(), int(mat.shape[0])))  # kaldiio/Kaldi offsets point past "key "
+        write_array(handle, mat)
+    return written
 
 
 # Worker-process state (set by _init_worker): progress queue and the shared stop flag.
@@ -426,18 +435,12 @@ def _wav_inputs(wavs: tuple[str, ...], scp: str | None) -> list[tuple[str, str]]
 
 def _write_ark_scp(out: Path, items: Iterator[tuple[str, str, np.ndarray]]) -> int:
     """OUT.ark + OUT.scp (scp paths absolute); both appear only when every utterance succeeded."""
-    from kaldiio.matio import write_array
-
     ark, scp = out.with_suffix(".ark").resolve(), out.with_suffix(".scp")
-    lines = []
     with atomic_write(ark, "wb") as handle:
-        for utt_id, _, mat in items:
-            handle.write(f"{utt_id} ".encode("utf-8"))
-            lines.append(f"{utt_id} {ark}:{handle.tell()}\n")
-            write_array(handle, mat)
+        written = write_ark(handle, items)
     with atomic_write(scp) as handle:
-        handle.writelines(lines)
-    return len(lines)
+        handle.writelines(f"{utt_id} {ark}:{offset}\n" for utt_id, offset, _ in written)
+    return len(written)
 
 
 def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: bool) -> int:
