@@ -28,7 +28,6 @@ Nothing this writes may be committed (README: "Real speech").
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import random
 from collections import defaultdict
@@ -36,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from kocall.corpora import check_unique, read_lm_text
 from kocall.corpora.tsv import read_tsv_rows
 from kocall.datadir import Utterance
 from kocall.errors import DataError
 from kocall.fileio import atomic_write
+from kocall.parallel import imap_progress
 from kocall.paths import REPO_ROOT
 
 TRAIN_CORPORA = ("emotiontts_ko", "deeply_read_ko")
@@ -239,20 +238,10 @@ def apply_channel(sets: dict[str, list[Utterance]], corpora: Path, audio_dir: Pa
         target.mkdir(parents=True, exist_ok=True)
     jobs = [(u.utt_id, u.wav, str(targets[u.utt_id]), seed, fresh) for u in utts.values()]
     rendered = 0
-    progress = tqdm(total=len(jobs), desc="telephone channel", unit="utt")
-    pool = multiprocessing.get_context("fork").Pool(nj) if nj > 1 else None
-    try:
-        results = pool.imap_unordered(_render_one, jobs, chunksize=8) if pool else map(_render_one, jobs)
-        for utt_id, seconds, did_render in results:
-            utt = utts[utt_id]
-            utt.wav, utt.duration = str(targets[utt_id]), seconds
-            rendered += did_render
-            progress.update()
-    finally:
-        progress.close()
-        if pool is not None:  # close + join, not terminate: terminate can deadlock on the task queue
-            pool.close()
-            pool.join()
+    for utt_id, seconds, did_render in imap_progress(_render_one, jobs, nj, "telephone channel"):
+        utt = utts[utt_id]
+        utt.wav, utt.duration = str(targets[utt_id]), seconds
+        rendered += did_render
     with atomic_write(stamp) as handle:
         handle.write(digest + "\n")
     return rendered, len(jobs) - rendered

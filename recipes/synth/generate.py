@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import random
 import time
 from collections import Counter
@@ -34,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_dir
 from kocall.synth.grammar import SentenceGenerator
 from kocall.synth.voices import VARIANTS, Speaker, make_speakers, synthesize
+from kocall.parallel import imap_progress
 from kocall.telephone import ChannelConfig, energy_above, telephone_channel
 
 SPLITS = ("train", "dev", "test")
@@ -211,25 +210,10 @@ def render_all(jobs: list[Job], root: Path, cfg: SynthConfig, nj: int) -> tuple[
     durations: dict[int, float] = {}
     energies: list[float] = []
     init_args = (str(root), cfg.seed, channel, measure)
-    progress = tqdm(total=len(jobs), desc="synth", unit="utt")
-    if nj <= 1:
-        _init_worker(*init_args)
-        results = map(_render, jobs)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("fork").Pool(nj, initializer=_init_worker, initargs=init_args)
-        results = pool.imap_unordered(_render, jobs, chunksize=8)
-    try:
-        for index, seconds, energy in results:
-            durations[index] = seconds
-            if energy is not None:
-                energies.append(energy)
-            progress.update()
-    finally:
-        progress.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
+    for index, seconds, energy in imap_progress(_render, jobs, nj, "synth", _init_worker, init_args):
+        durations[index] = seconds
+        if energy is not None:
+            energies.append(energy)
     return durations, energies
 
 
