@@ -26,7 +26,7 @@ unit=char           # char (Korean syllables + space) | bpe (sentencepiece)
 lm_order=6
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1
-allow_pipes=false   # let wav.scp entries be shell pipes (`cmd |`)
+allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # let wav.scp/feats.scp entries be shell pipes (`cmd |`); default: KOCALL_ALLOW_PIPES
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"

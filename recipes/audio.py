@@ -21,15 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from kocall.errors import AudioError, where
+from kocall.rxspec import check_rxspec, pipes_allowed  # noqa: F401 (pipes_allowed: re-exported)
 
 PCM_SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # one 25 ms frame at 16 kHz; anything shorter cannot give a feature frame
-
-
-def pipes_allowed(allow_pipes: bool | None = None) -> bool:
-    if allow_pipes is not None:
-        return allow_pipes
-    return os.environ.get("KOCALL_ALLOW_PIPES", "0") == "1"
 
 
 def _decode_bytes(data: bytes, utt_id: str | None, label: str) -> tuple[np.ndarray, int]:
@@ -70,12 +65,10 @@ def _check_truncated_wav(data: bytes, utt_id: str | None, label: str) -> None:
 def read_audio_bytes(spec: str, utt_id: str | None = None, allow_pipes: bool | None = None) -> tuple[bytes, str]:
     """Fetch the raw bytes behind a wav.scp value; returns (bytes, label for messages)."""
     spec = spec.strip()
-    if spec.endswith("|"):
+    if check_rxspec(spec, utt_id, allow_pipes, kind="wav.scp"):
+        if not spec.endswith("|"):
+            raise AudioError(f"{where(utt_id, spec)}: only `cmd |` pipes are supported in wav.scp")
         command = spec[:-1].strip()
-        if not pipes_allowed(allow_pipes):
-            raise AudioError(
-                f"{where(utt_id, command)}: wav.scp entry is a shell pipe; pipes run only when allowed "
-                "(pass --allow-pipes or set KOCALL_ALLOW_PIPES=1)")
         proc = subprocess.run(command, shell=True, capture_output=True)
         if proc.returncode != 0:
             raise AudioError(f"{where(utt_id, command)}: pipe failed with status {proc.returncode}: "

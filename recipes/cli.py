@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from kocall.rxspec import allow_pipes_option
+
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
     "prep": "kocall.corpora.cli:prep_cmd",
@@ -50,6 +52,7 @@ def main() -> None:
 
 @click.command("validate-data-dir")
 @click.option("--check-audio", is_flag=True, help="also decode every audio file")
+@allow_pipes_option
 @click.argument("data_dir")
 def validate_data_dir_cmd(data_dir: str, check_audio: bool) -> None:
     """Check a Kaldi data directory; exit 1 naming the first bad utterance and file."""

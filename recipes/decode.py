@@ -21,6 +21,7 @@ import numpy as np
 
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
+from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
                token_min_logp, nbest, nbest_out, device, greedy, batch_size) -> None:
     """Decode WAV files, a data dir or an scp with a Conformer-CTC model dir."""

@@ -38,6 +38,7 @@ import numpy as np
 
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import atomic_write, read_table
+from kocall.rxspec import allow_pipes_option
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 
 FbankLike = Union[FbankConfig, Mapping, str, os.PathLike]
@@ -360,9 +361,15 @@ def _remove_stale_shards(ark_dir: Path, keep: set[Path]) -> None:
 # ------------------------------------------------------------------ global CMVN
 def load_feats(rxspec: str, utt_id: str) -> np.ndarray:
     """One utterance's (frames, bins) float32 features from a kaldiio rxspecifier; a missing,
-    corrupt, empty or non-finite matrix is a DataError naming the utterance and the ark."""
+    corrupt, empty or non-finite matrix is a DataError naming the utterance and the ark.
+    A pipe (`cmd |`) is refused unless pipes are allowed (kocall.rxspec)."""
     import kaldiio
 
+    from kocall.rxspec import ark_part, check_rxspec
+
+    check_rxspec(rxspec, utt_id, kind="feats.scp")  # kaldiio would run a pipe in a shell
+    if ark_part(rxspec) in ("", "-"):
+        raise DataError(f"{where(utt_id, rxspec)}: features must come from an ark file, not standard input")
     try:
         mat = np.asarray(kaldiio.load_mat(rxspec), dtype=np.float32)
     except Exception as err:  # kaldiio raises many kinds for missing or corrupt arks
@@ -473,10 +480,9 @@ def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: 
 @click.option("--scp", default=None, type=click.Path(dir_okay=False), help="a wav.scp instead of WAV files")
 @click.option("--out", required=True, type=click.Path(),
               help="X.ark or X.scp: kaldiio ark + scp; X.npy: one input; else a directory of <utt>.npy")
-@click.option("--allow-pipes", is_flag=True, help="let wav.scp entries be shell pipes (default: KOCALL_ALLOW_PIPES)")
+@allow_pipes_option
 @click.argument("wavs", nargs=-1, type=click.Path(dir_okay=False))
-def fbank_cmd(conf: str, device: str, scp: str | None, out: str, allow_pipes: bool,
-              wavs: tuple[str, ...]) -> None:
+def fbank_cmd(conf: str, device: str, scp: str | None, out: str, wavs: tuple[str, ...]) -> None:
     """Log-mel features of WAV files (utterance id = file stem) or of a wav.scp."""
     from tqdm import tqdm
 
@@ -484,7 +490,7 @@ def fbank_cmd(conf: str, device: str, scp: str | None, out: str, allow_pipes: bo
     backend = _check_device(device)
     utts = _wav_inputs(wavs, scp)
     target = Path(out)
-    items = tqdm(iter_features(utts, cfg, backend, True if allow_pipes else None), total=len(utts), desc="fbank",
+    items = tqdm(iter_features(utts, cfg, backend), total=len(utts), desc="fbank",
                  unit="utt", disable=len(utts) < 20, leave=False)
     if target.suffix in (".ark", ".scp"):
         count = _write_ark_scp(target, items)
@@ -505,16 +511,17 @@ def fbank_cmd(conf: str, device: str, scp: str | None, out: str, allow_pipes: bo
               help="fbank yaml (copied into DATA_DIR/fbank.yaml)")
 @click.option("--nj", default=2, show_default=True, type=int, help="parallel jobs (= ark shards)")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES))
-@click.option("--allow-pipes", is_flag=True, help="let wav.scp entries be shell pipes (default: KOCALL_ALLOW_PIPES)")
+@allow_pipes_option
 @click.argument("data_dir", type=click.Path(file_okay=False))
-def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, data_dir: str) -> None:
+def make_feats_cmd(conf: str, nj: int, device: str, data_dir: str) -> None:
     """Features of a data dir: feats.scp, data/feats.<n>.ark, utt2num_frames, fbank.yaml."""
-    frames = make_feats(data_dir, conf, nj=nj, device=device, allow_pipes=True if allow_pipes else None)
+    frames = make_feats(data_dir, conf, nj=nj, device=device)
     click.echo(f"{data_dir}: {len(frames)} utterances, {sum(frames.values())} frames -> {data_dir}/feats.scp")
 
 
 @click.command("compute-cmvn")
 @click.option("--std-floor", default=CMVN_STD_FLOOR, show_default=True, type=float)
+@allow_pipes_option
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def compute_cmvn_cmd(std_floor: float, data_dir: str) -> None:
     """Global CMVN of DATA_DIR/feats.scp -> DATA_DIR/cmvn.json."""

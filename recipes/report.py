@@ -40,6 +40,7 @@ import click
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write
+from kocall.rxspec import allow_pipes_option
 
 MODES = ("greedy", "beam_lm")
 MODE_TITLES = {"greedy": "greedy", "beam_lm": "beam+LM"}
@@ -403,6 +404,7 @@ def build_report(model_dirs: list[str], cfg: ReportConfig) -> dict[str, Any]:
 @click.option("--out-md", required=True, help="Markdown report to write")
 @click.option("--out-json", required=True, help="JSON report to write")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@allow_pipes_option
               help="cuda also measures the GPU RTF (float models)")
 @click.option("--max-utts", type=int, default=0, show_default=True, help="per set; 0 = all")
 @click.option("--threads", default="1,2", show_default=True, help="CPU thread counts to time")

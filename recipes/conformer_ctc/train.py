@@ -52,6 +52,7 @@ from kocall.dataset import (Batch, SpeechDataset, batch_loader, filter_trainable
                             load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write
+from kocall.rxspec import allow_pipes_option
 
 log = logging.getLogger("kocall.train")
 
@@ -746,6 +747,7 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--stop-after-steps", type=int, default=None,
               help="stop after this global step as if killed (for testing resume)")
 @click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
+@allow_pipes_option
 def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, nj: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
               no_progress: bool) -> None:

@@ -15,11 +15,13 @@ from kocall.corpora import read_lm_text, write_prepared
 from kocall.corpora.splits import split_by_speaker
 from kocall.datadir import Utterance
 from kocall.errors import DataError
+from kocall.rxspec import allow_pipes_option
 from kocall.text_norm import PUNCT_MODES
 
 
 def common_options(func):
     """The options every `kocall prep` subcommand shares."""
+    func = allow_pipes_option(func)
     func = click.option("--dev-fraction", type=float, default=0.1, show_default=True,
                         help="share of train (by speaker) held out for dev when the corpus has no dev set")(func)
     func = click.option("--seed", type=int, default=1, show_default=True, help="seed of the dev split")(func)
@@ -160,6 +162,7 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
 @click.option("--dev-speakers", type=int, default=4, show_default=True, help="emotiontts_ko speakers held out for dev")
 @click.option("--test-speakers", type=int, default=4, show_default=True,
               help="other emotiontts_ko speakers held out for test_heldout")
+@allow_pipes_option
 def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, audio_dir: str | None,
                   max_utts_per_corpus: int, dev_speakers: int, test_speakers: int) -> None:
     """Real Korean speech beside the repo (../shared; README "Real speech"): split, channel, LM text."""

@@ -1,0 +1,122 @@
+"""Hostile and careless input: no command runs unasked, nothing is lost, no silent wrong
+result, one line instead of a traceback, no partial artifact, strict options.
+
+Each test feeds one bad input and checks the one-line message, the exit status, and that
+nothing was executed, deleted or half-written."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kocall.cli import main as kocall_main
+from kocall.errors import AudioError, DataError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_kocall(*args: str, env: dict | None = None):
+    """Run `kocall ARGS` in-process; KOCALL_ALLOW_PIPES is cleared unless `env` sets it."""
+    old = os.environ.pop("KOCALL_ALLOW_PIPES", None)
+    try:
+        result = CliRunner().invoke(kocall_main, list(args), env=env or {}, catch_exceptions=True)
+    finally:
+        os.environ.pop("KOCALL_ALLOW_PIPES", None)
+        if old is not None:
+            os.environ["KOCALL_ALLOW_PIPES"] = old
+    return result
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """The command failed with exit != 0 and one `Error: ...` line holding every fragment."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def write_wav(path: Path, seconds: float = 0.5, rate: int = 16000, subtype: str = "PCM_16",
+              samples: np.ndarray | None = None) -> Path:
+    import soundfile as sf
+
+    if samples is None:
+        t = np.arange(int(seconds * rate)) / rate
+        samples = 0.25 * np.sin(2 * np.pi * 440 * t)
+    sf.write(str(path), samples, rate, subtype=subtype)
+    return path
+
+
+# ------------------------------------------------------------------ 1. command execution
+PIPE_FORMS = ["touch {m} |", "| touch {m}", "touch {m} |:12", "touch {m} |:12[0:3]"]
+
+
+@pytest.mark.parametrize("form", PIPE_FORMS)
+def test_feats_scp_pipe_is_not_run_by_cmvn(tmp_path: Path, form: str) -> None:
+    marker = tmp_path / "PWNED"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "feats.scp").write_text(f"u1 {form.format(m=marker)}\n")
+    result = run_kocall("compute-cmvn", str(data))
+    one_line_error(result, "utterance 'u1'", "shell pipe", "--allow-pipes")
+    assert not marker.exists()
+    assert not (data / "cmvn.json").exists()
+
+
+def test_feats_pipe_refused_by_the_one_feature_reader(tmp_path: Path, monkeypatch) -> None:
+    """load_feats serves CMVN, training and decoding: the gate is there, not in each caller."""
+    from kocall.features import load_feats
+
+    monkeypatch.delenv("KOCALL_ALLOW_PIPES", raising=False)
+    marker = tmp_path / "PWNED"
+    with pytest.raises(AudioError, match="shell pipe"):
+        load_feats(f"touch {marker} |", "u1")
+    with pytest.raises(DataError, match="standard input"):
+        load_feats("-", "u1")
+    assert not marker.exists()
+
+
+def test_decode_feats_scp_pipe_not_run(tmp_path: Path, monkeypatch) -> None:
+    from kocall.decode import collect_inputs
+    from kocall.features import load_feats
+
+    monkeypatch.delenv("KOCALL_ALLOW_PIPES", raising=False)
+    marker = tmp_path / "PWNED"
+    scp = tmp_path / "feats.scp"
+    scp.write_text(f"u1 touch {marker} |:5\n")
+    (utt,) = collect_inputs([], None, str(scp))
+    with pytest.raises(AudioError, match="shell pipe"):
+        load_feats(utt.spec, utt.utt_id)
+    assert not marker.exists()
+
+
+def test_wav_scp_pipe_refused_then_allowed_by_flag(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "a.wav")
+    marker = tmp_path / "RAN"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "wav.scp").write_text(f"u1 touch {marker}; cat {wav} |\n")
+    conf = str(REPO / "conf" / "fbank.yaml")
+    result = run_kocall("make-feats", "--nj", "1", "--conf", conf, str(data))
+    one_line_error(result, "utterance 'u1'", "shell pipe", "--allow-pipes")
+    assert not marker.exists() and not (data / "feats.scp").exists()
+    result = run_kocall("make-feats", "--nj", "1", "--conf", conf, "--allow-pipes", str(data))
+    assert result.exit_code == 0, result.output
+    assert marker.exists() and (data / "feats.scp").is_file()
+
+
+@pytest.mark.parametrize("command", [["decode"], ["prep", "hackathon"], ["prep", "kaldi"], ["prep", "tsv"],
+                                     ["prep", "shared-ko"], ["make-feats"], ["compute-cmvn"], ["fbank"],
+                                     ["train"], ["report"], ["validate-data-dir"]])
+def test_every_scp_reader_has_allow_pipes(command: list[str]) -> None:
+    """The refusal message names --allow-pipes: every command that reads scp values must take it."""
+    result = run_kocall(*command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--allow-pipes" in result.output
