@@ -75,7 +75,10 @@ def write_data_dir(path: str | os.PathLike, utterances: list[Utterance]) -> Data
                    text={u.utt_id: " ".join(u.text.split()) for u in utterances},
                    utt2spk={u.utt_id: u.speaker for u in utterances},
                    utt2dur={u.utt_id: u.duration for u in utterances if u.duration is not None})
-    with atomic_dir(path) as tmp:
+    # The directory is replaced as a whole: audio inside it would be lost (e.g. DATA = the corpus).
+    prefix = os.path.abspath(path) + os.sep
+    inside = [u for u in utterances if os.path.abspath(u.wav.strip()).startswith(prefix)]
+    with atomic_dir(path, {f"audio of utterance '{u.utt_id}'": u.wav for u in inside[:1]}) as tmp:
         write_table(tmp / "wav.scp", data.wav)
         write_table(tmp / "text", data.text)
         write_table(tmp / "utt2spk", data.utt2spk)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
-from kocall.fileio import atomic_dir
+from kocall.fileio import atomic_dir, check_output_dir
 
 QUANT_TAG = "int8-dynamic-linear"
 FORMAT_VERSION = 1
@@ -503,8 +503,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
                 if_stale: bool = False) -> ExportSummary:
     """Write the int8 twin of float model dir `src` to `dst` (atomically, as a whole dir)."""
     src, dst = Path(src), Path(dst)
-    if src.resolve() == dst.resolve():
-        raise KocallError(f"export: --out must differ from --model ('{src}')")
+    check_output_dir(dst, {"--model": src})  # --out may not be, hold or sit inside the float model
     if if_stale and dst.is_dir() and is_up_to_date(src, dst):
         return ExportSummary(dst, dir_size_bytes(src), dir_size_bytes(dst), 0, 0, 0, skipped=True)
     model, state, config, _ = validate_model_dir(src, build)
@@ -522,7 +521,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     }
     if "lm" in out_config:
         out_config["lm"] = _rebase_lm_path(out_config["lm"], src, dst)
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, {"--model": src}) as tmp:
         for path in sorted(src.iterdir()):
             if path.is_file() and path.name not in ("model.pt", "config.json") and not path.name.startswith("."):
                 shutil.copy2(path, tmp / path.name)

@@ -35,10 +35,41 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def check_output_dir(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse an output directory that is, contains, or lies inside one of `inputs`
+    ({label: path}; None entries are skipped): writing it would replace or mix with the input.
+    Also refuse one that is or contains the working directory. DataError names both paths."""
+    out_r = Path(out).resolve()
+    checks = dict(inputs)
+    cwd = Path.cwd().resolve()
+    for label, raw in checks.items():
+        if raw is None or str(raw) == "":
+            continue
+        in_r = Path(raw).resolve()
+        if out_r == in_r:
+            relation = "is"
+        elif out_r in in_r.parents:
+            relation = "contains"
+        elif in_r in out_r.parents:
+            relation = "lies inside"
+        else:
+            continue
+        raise DataError(f"output directory '{out}' {relation} the input {label} '{raw}'; writing it would "
+                        "replace or mix with the input: choose another output directory (nothing was written)")
+    if out_r == cwd or out_r in cwd.parents:
+        raise DataError(f"output directory '{out}' is or contains the working directory '{cwd}'; "
+                        "choose another output directory (nothing was written)")
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp directory that replaces `path` as a whole when the block succeeds."""
+def atomic_dir(path: str | os.PathLike,
+               inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Iterator[Path]:
+    """Yield a temp directory that replaces `path` as a whole when the block succeeds.
+
+    `path` is checked first with `check_output_dir` against `inputs` (what the block reads),
+    so a directory writer never replaces its own input."""
     path = Path(path)
+    check_output_dir(path, inputs or {})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -124,7 +124,7 @@ def prepare_lang(train_dir: str | os.PathLike, lang_dir: str | os.PathLike, unit
     if unit not in UNITS:
         raise DataError(f"unit must be one of {UNITS}, not {unit!r}")
     texts = read_transcripts(Path(train_dir) / "text")
-    with atomic_dir(lang_dir) as tmp:
+    with atomic_dir(lang_dir, {"train data dir": train_dir, "--extra-text": extra_text}) as tmp:
         if unit == "char":
             symbols = char_symbols(texts)
         else:

@@ -202,7 +202,8 @@ def train_lm(lang_dir: str | os.PathLike, train_text: str | os.PathLike, dev_tex
     if not train:
         raise DataError(f"file '{train_text}': no transcripts to train the LM on")
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, {"--lang tokens": Path(lang_dir) / "tokens.txt", "--train-text": train_text,
+                              "--dev-text": dev_text, "--extra-text": extra_text}) as tmp:
         corpus = tmp / "lm_text.txt"
         corpus.write_text("".join(s + "\n" for s in train + extra), encoding="utf-8")
         work = tmp / ".work"

@@ -120,3 +120,81 @@ def test_every_scp_reader_has_allow_pipes(command: list[str]) -> None:
     result = run_kocall(*command, "--help")
     assert result.exit_code == 0, result.output
     assert "--allow-pipes" in result.output
+
+
+# ------------------------------------------------------------------ 2. data loss
+def _tiny_kaldi_dir(path: Path, wav_dir: Path) -> Path:
+    path.mkdir(parents=True)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    utts = {f"spk1-u{i}": write_wav(wav_dir / f"u{i}.wav", seconds=0.3) for i in range(2)}
+    (path / "wav.scp").write_text("".join(f"{u} {w}\n" for u, w in utts.items()))
+    (path / "text").write_text("".join(f"{u} 안녕하세요\n" for u in utts))
+    (path / "utt2spk").write_text("".join(f"{u} spk1\n" for u in utts))
+    (path / "spk2utt").write_text("spk1 " + " ".join(utts) + "\n")
+    (path / "feats.scp").write_text("".join(f"{u} x.ark:1\n" for u in utts))  # an extra file that must survive
+    return path
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_kaldi_import_into_its_own_parent_is_refused(tmp_path: Path) -> None:
+    src = _tiny_kaldi_dir(tmp_path / "root" / "train", tmp_path / "root" / "train" / "wav")
+    before = _snapshot(tmp_path)
+    result = run_kocall("prep", "kaldi", str(src), "--out", str(tmp_path / "root"))
+    one_line_error(result, "contains the input", str(src))
+    assert _snapshot(tmp_path) == before
+
+
+def test_prep_out_equal_to_the_corpus_is_refused(tmp_path: Path) -> None:
+    src = _tiny_kaldi_dir(tmp_path / "corpus", tmp_path / "corpus" / "audio")
+    before = _snapshot(tmp_path)
+    for out in (src, src / "data"):   # is the corpus; lies inside it
+        result = run_kocall("prep", "kaldi", str(src), "--out", str(out))
+        one_line_error(result, str(out), str(src))
+    assert _snapshot(tmp_path) == before
+
+
+def test_data_dir_holding_its_audio_is_not_replaced(tmp_path: Path) -> None:
+    """write_data_dir replaces DIR as a whole: audio inside DIR (DATA = a corpus dir) would go."""
+    from kocall.datadir import Utterance, write_data_dir
+
+    wav = write_wav((tmp_path / "train").mkdir() or tmp_path / "train" / "a.wav")
+    with pytest.raises(DataError, match="audio of utterance 'spk-a'"):
+        write_data_dir(tmp_path / "train", [Utterance("spk-a", "spk", str(wav), "가", 0.5)])
+    assert wav.is_file()
+
+
+def test_export_out_parent_of_model_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "exp" / "final"
+    model.mkdir(parents=True)
+    (model / "model.pt").write_bytes(b"weights")
+    (tmp_path / "exp" / "RESULTS.md").write_text("results\n")
+    before = _snapshot(tmp_path)
+    for out in (tmp_path / "exp", model, model / "int8"):
+        result = run_kocall("export", "--model", str(model), "--out", str(out))
+        one_line_error(result, str(out), str(model))
+    assert _snapshot(tmp_path) == before
+
+
+def test_synth_root_holding_the_config_is_refused(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "synth.yaml").write_text("seed: 1\n")
+    result = run_kocall("synth", "--config", str(conf / "synth.yaml"), str(conf))
+    one_line_error(result, "contains the input --config")
+    assert (conf / "synth.yaml").read_text() == "seed: 1\n"
+
+
+def test_atomic_dir_never_replaces_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    from kocall.fileio import atomic_dir
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "keep.txt").write_text("keep")
+    monkeypatch.chdir(tmp_path / "work")
+    for target in (".", ".."):
+        with pytest.raises(DataError, match="working directory"):
+            with atomic_dir(target):
+                pass
+    assert (tmp_path / "work" / "keep.txt").read_text() == "keep"

@@ -51,7 +51,9 @@ from kocall.conformer_ctc.model_dir import make_config, save_model_dir
 from kocall.dataset import (Batch, SpeechDataset, batch_loader, filter_trainable, load_cmvn_stats,
                             load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
-from kocall.fileio import atomic_write
+from kocall.fileio import atomic_write, check_output_dir
+from kocall.models import count_parameters, make_config
+from kocall.models import family as model_family
 from kocall.rxspec import allow_pipes_option
 
 log = logging.getLogger("kocall.train")
@@ -765,3 +767,4 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
 
 if __name__ == "__main__":
     train_cmd()
+    check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})

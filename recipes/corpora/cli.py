@@ -15,6 +15,7 @@ from kocall.corpora import read_lm_text, write_prepared
 from kocall.corpora.splits import split_by_speaker
 from kocall.datadir import Utterance
 from kocall.errors import DataError
+from kocall.fileio import check_output_dir
 from kocall.rxspec import allow_pipes_option
 from kocall.text_norm import PUNCT_MODES
 
@@ -32,8 +33,10 @@ def common_options(func):
 
 
 def finish(out: str, sets: dict[str, list[Utterance]], test_sets: list[str], seed: int, dev_fraction: float,
-           lm_lines: list[str] | None = None) -> None:
-    """Split off dev if needed, write everything, print one line per set."""
+           lm_lines: list[str] | None = None, sources: dict[str, str | None] | None = None) -> None:
+    """Split off dev if needed, write everything, print one line per set.
+    `sources` ({label: path}) are what was read: OUT may not be, contain or lie inside one."""
+    check_output_dir(out, sources or {})
     sets = dict(sets)
     if "dev" not in sets:
         sets["train"], sets["dev"] = split_by_speaker(sets["train"], dev_fraction, seed)
@@ -68,7 +71,8 @@ def hackathon_cmd(corpus_dir: str, label_file: str | None, out: str, punct: str,
     sets = read_hackathon(corpus_dir, label_file or None, punct)
     lm_file = Path(corpus_dir) / "lm_text.txt"
     lm_lines = read_lm_text(lm_file, punct) if lm_file.is_file() else []
-    finish(out, sets, _test_order([s for s in sets if s not in ("train", "dev")]), seed, dev_fraction, lm_lines)
+    finish(out, sets, _test_order([s for s in sets if s not in ("train", "dev")]), seed, dev_fraction, lm_lines,
+           {"corpus": corpus_dir, "--label-file": label_file})
 
 
 def _json_sets(source: Path) -> dict[str, Path]:
@@ -98,7 +102,8 @@ def clovacall_cmd(source: str, wav_dir: str | None, out: str, punct: str, seed: 
     from kocall.corpora.clovacall import read_clovacall
 
     sets = {name: read_clovacall(path, wav_dir, punct) for name, path in _json_sets(Path(source)).items()}
-    finish(out, sets, [s for s in sets if s == "test"], seed, dev_fraction)
+    finish(out, sets, [s for s in sets if s == "test"], seed, dev_fraction,
+           sources={"corpus": source, "--wav-dir": wav_dir})
 
 
 @prep_cmd.command("kspon")
@@ -111,7 +116,7 @@ def kspon_cmd(corpus_dir: str, side: str, out: str, punct: str, seed: int, dev_f
     from kocall.corpora.kspon import read_kspon
 
     sets = read_kspon(corpus_dir, side, punct)
-    finish(out, sets, _test_order([s for s in sets if s != "train"]), seed, dev_fraction)
+    finish(out, sets, _test_order([s for s in sets if s != "train"]), seed, dev_fraction, sources={"corpus": corpus_dir})
 
 
 @prep_cmd.command("tsv")
@@ -131,7 +136,8 @@ def tsv_cmd(source: str, tests: tuple[str, ...], out: str, punct: str, seed: int
             raise DataError(f"--test '{spec}': expected NAME=TSV with a new name other than train/dev")
         sets[name] = read_tsv_manifest(tsv, punct)
         test_names.append(name)
-    finish(out, sets, test_names, seed, dev_fraction)
+    finish(out, sets, test_names, seed, dev_fraction,
+           sources={"manifest": source, **{f"--test {spec}": spec.partition("=")[2] for spec in tests}})
 
 
 @prep_cmd.command("kaldi")
@@ -141,12 +147,12 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
     """Existing Kaldi data: SOURCE is a data root (train/, dev/, tests) or one data dir (-> train)."""
     from kocall.corpora.kaldi_dir import find_kaldi_sets, read_kaldi_dir
 
-    if Path(source).resolve() == Path(out).resolve():
-        raise DataError(f"--out '{out}' is the source itself; choose another folder")
+    check_output_dir(out, {"Kaldi data": source})  # before reading: the source must survive
     dirs, tests = find_kaldi_sets(source)
     sets = {name: read_kaldi_dir(path, punct) for name, path in dirs.items()}
     lm = Path(source) / "local" / "lm_text.txt"
-    finish(out, sets, tests, seed, dev_fraction, read_lm_text(lm, punct) if lm.is_file() else [])
+    finish(out, sets, tests, seed, dev_fraction, read_lm_text(lm, punct) if lm.is_file() else [],
+           {"Kaldi data": source})
 
 
 @prep_cmd.command("shared-ko")
@@ -168,9 +174,12 @@ def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, aud
     """Real Korean speech beside the repo (../shared; README "Real speech"): split, channel, LM text."""
     from kocall.corpora.shared_ko import TEST_SETS, prepare_shared_ko
 
+    check_output_dir(out, {"corpus": corpus_dir, "--audio-dir": audio_dir})
+    if audio_dir:
+        check_output_dir(audio_dir, {"corpus": corpus_dir})
     prepared = prepare_shared_ko(corpus_dir, punct, seed, nj, audio_dir, max_utts_per_corpus,
                                  dev_speakers, test_speakers)
-    finish(out, prepared.sets, list(TEST_SETS), seed, 0.1, prepared.lm_lines)  # dev exists: no split there
+    finish(out, prepared.sets, list(TEST_SETS), seed, 0.1, prepared.lm_lines, {"corpus": corpus_dir})  # dev exists: no split there
     for line in prepared.summary():
         click.echo(line)
 

@@ -28,6 +28,9 @@ def synth_cmd(config_path: str | None, nj: int, seed: int | None, hours: float |
 
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = str(DEFAULT_CONFIG)
+    from kocall.fileio import check_output_dir
+
+    check_output_dir(root, {"--config": config_path})  # ROOT is replaced as a whole
     variant_list = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     cfg = SynthConfig.from_yaml(config_path, seed=seed, train_hours=hours, dev_minutes=dev_minutes,
                                 test_minutes=test_minutes, lm_sentences=lm_sentences, variants=variant_list)
