@@ -52,8 +52,6 @@ from kocall.dataset import (Batch, SpeechDataset, batch_loader, filter_trainable
                             load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write, check_output_dir
-from kocall.models import count_parameters, make_config
-from kocall.models import family as model_family
 from kocall.rxspec import allow_pipes_option
 
 log = logging.getLogger("kocall.train")
@@ -755,6 +753,7 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
               no_progress: bool) -> None:
     """Train a Conformer-CTC model; kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
     opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
                       stop_after_steps, progress=not no_progress)
     summary = run_training(opts)
@@ -767,4 +766,3 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
 
 if __name__ == "__main__":
     train_cmd()
-    check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
