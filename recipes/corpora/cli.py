@@ -73,6 +73,10 @@ def hackathon_cmd(corpus_dir: str, label_file: str | None, out: str, punct: str,
     lm_lines = read_lm_text(lm_file, punct) if lm_file.is_file() else []
     finish(out, sets, _test_order([s for s in sets if s not in ("train", "dev")]), seed, dev_fraction, lm_lines,
            {"corpus": corpus_dir, "--label-file": label_file})
+    from kocall.hotwords import HOTWORDS_FILE, copy_hotwords
+
+    for name in sets:  # a split's contextual-biasing list (the synthetic test_hotwords) goes with it
+        copy_hotwords(Path(corpus_dir) / name / HOTWORDS_FILE, Path(out) / name)
 
 
 def _json_sets(source: Path) -> dict[str, Path]:

@@ -16,6 +16,13 @@ goes through the same preparation path (`--corpus hackathon`) as the real data:
 for split in train, dev, test. Splits are disjoint in voices (whole espeak-ng variants are
 held out) and in sentences. Transcripts keep their final ? or . as the hackathon's did.
 
+A fourth split, `test_hotwords`, names new branches, menu items and products
+(grammar.HOTWORD_TEMPLATES) that occur in no train, dev, test or LM sentence, spoken by the
+test voices; `ROOT/test_hotwords/hotwords` lists those names and distractor names that never
+occur (one phrase per line: a decoder's contextual-biasing list). It is planned after
+everything else, so train, dev, test, the LM text and hackathon.labels are the same as
+without it.
+
 The number of utterances per split comes from a duration *estimate* per sentence and
 speaker (syllables x seconds per syllable at the speaker's rate), so the split sizes are
 known before any audio is made and the corpus is the same for a seed whatever --nj is;
@@ -36,12 +43,15 @@ import yaml
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_dir
-from kocall.synth.grammar import SentenceGenerator
+from kocall.synth.grammar import (HOTWORD_SLOT_NAMES, HOTWORD_TEMPLATES, SentenceGenerator, fill,
+                                  hotword_slots)
 from kocall.synth.voices import VARIANTS, Speaker, make_speakers, synthesize
 from kocall.parallel import imap_progress
 from kocall.telephone import ChannelConfig, energy_above, telephone_channel
 
 SPLITS = ("train", "dev", "test")
+HOTWORD_SPLIT = "test_hotwords"
+ALL_SPLITS = SPLITS + (HOTWORD_SPLIT,)
 OUT_RATE = 16000
 PAD, BOS, EOS = "_", "<s>", "</s>"
 SECONDS_PER_SYLLABLE_AT_175 = 0.2   # measured on espeak-ng ko: 18 syllables take 3.8 s at -s 175
@@ -61,6 +71,10 @@ class SynthConfig:
     rate: tuple[int, int] = (140, 200)
     pitch: tuple[int, int] = (25, 75)
     energy_sample: int = 50             # files whose energy above 4 kHz is measured
+    hotword_minutes: float = 8.0        # the test_hotwords split (0: none)
+    hotword_names_per_kind: int = 12    # new names per kind (branch, menu, product) the split uses
+    hotword_distractors_per_kind: int = 6  # ... and listed in its hotwords file but never said
+    hotword_min_syllable_count: int = 10   # each syllable of a new name this often in train
     channel: dict = field(default_factory=dict)  # ChannelConfig overrides
 
     @classmethod
@@ -93,6 +107,15 @@ class Job:
     split: str
     text: str
     speaker: Speaker
+
+
+@dataclass
+class CorpusPlan:
+    jobs: list[Job]
+    speakers: dict[str, list[Speaker]]
+    lm_text: list[str]
+    hotwords: list[str] = field(default_factory=list)     # the test_hotwords split's list
+    hotword_names: dict[str, list[str]] = field(default_factory=dict)  # slot kind -> names said
 
 
 # ----------------------------------------------------------------------------- planning
@@ -144,8 +167,61 @@ def plan_split(split: str, seconds: float, speakers: list[Speaker], gen: Sentenc
     return plan
 
 
-def plan_corpus(cfg: SynthConfig) -> tuple[list[Job], dict[str, list[Speaker]], list[str]]:
-    """All jobs (ids numbered across splits: train, dev, test) and the LM sentences."""
+def _hangul(text: str) -> list[str]:
+    return [ch for ch in text if "가" <= ch <= "힣"]
+
+
+def pick_hotword_names(train: list[str], heard: list[str], cfg: SynthConfig,
+                       rng: random.Random) -> tuple[dict[str, list[str]], list[str]]:
+    """({slot kind: names the split says}, distractors): new names whose syllables occur at
+    least `hotword_min_syllable_count` times in `train` and that no sentence of `heard`
+    holds (spaces ignored)."""
+    counts = Counter(ch for text in train for ch in _hangul(text))
+    heard_text = "\n".join("".join(text.split()) for text in heard)
+    said: dict[str, list[str]] = {}
+    distractors: list[str] = []
+    for kind, names in HOTWORD_SLOT_NAMES.items():
+        usable = [n for n in names if all(counts[ch] >= cfg.hotword_min_syllable_count for ch in _hangul(n))
+                  and n not in heard_text]
+        rng.shuffle(usable)
+        said[kind] = usable[:cfg.hotword_names_per_kind]
+        distractors += usable[cfg.hotword_names_per_kind:cfg.hotword_names_per_kind + cfg.hotword_distractors_per_kind]
+        if not said[kind]:
+            raise KocallError(f"synth: no new {kind} name is covered by the training syllables")
+    return said, distractors
+
+
+def plan_hotword_split(cfg: SynthConfig, plans: dict[str, list[tuple[str, Speaker]]], lm_text: list[str],
+                       speakers: list[Speaker]) -> tuple[list[tuple[str, Speaker]], dict[str, list[str]], list[str]]:
+    """The test_hotwords sentences (test voices), the names they say and the hotwords list."""
+    rng = random.Random(f"hotwords-{cfg.seed}")
+    existing = [text for plan in plans.values() for text, _ in plan]
+    names, distractors = pick_hotword_names([t for t, _ in plans["train"]], existing + lm_text, cfg, rng)
+    slots = hotword_slots(names)
+    spk_rng = random.Random(f"spk-{cfg.seed}-{HOTWORD_SPLIT}")
+    plan: list[tuple[str, Speaker]] = []
+    used: set[str] = set(existing)
+    total = 0.0
+    for _ in range(100000):
+        if total >= cfg.hotword_minutes * 60:
+            break
+        text = fill(rng.choice(HOTWORD_TEMPLATES), rng, slots)
+        if text in used:
+            continue
+        speaker = spk_rng.choice(speakers)
+        plan.append((text, speaker))
+        used.add(text)
+        total += estimate_seconds(text, speaker)
+    said_text = "\n".join("".join(text.split()) for text, _ in plan)
+    distractors = [d for d in distractors if d not in said_text]  # never said, not even inside a longer name
+    said = sorted({n for kind in names for n in names[kind] if n in said_text})
+    hotwords = said + distractors
+    rng.shuffle(hotwords)
+    return plan, names, hotwords
+
+
+def plan_corpus(cfg: SynthConfig) -> CorpusPlan:
+    """All jobs (ids numbered across splits: train, dev, test, test_hotwords) and the LM sentences."""
     speakers = assign_speakers(cfg)
     targets = {"train": cfg.train_hours * 3600, "dev": cfg.dev_minutes * 60, "test": cfg.test_minutes * 60}
     plans: dict[str, list[tuple[str, Speaker]]] = {}
@@ -164,7 +240,13 @@ def plan_corpus(cfg: SynthConfig) -> tuple[list[Job], dict[str, list[Speaker]], 
             jobs.append(Job(index, f"wav_{index:06d}", split, text, speaker))
     lm_gen = SentenceGenerator(cfg.seed * 1009 + 7)
     lm_text = lm_gen.unique(cfg.lm_sentences, exclude=held) if cfg.lm_sentences else []
-    return jobs, speakers, lm_text
+    result = CorpusPlan(jobs, speakers, lm_text)
+    if cfg.hotword_minutes > 0:  # last, so that nothing above depends on it
+        plan, result.hotword_names, result.hotwords = plan_hotword_split(cfg, plans, lm_text, speakers["test"])
+        for text, speaker in plan:
+            index = len(jobs) + 1
+            jobs.append(Job(index, f"wav_{index:06d}", HOTWORD_SPLIT, text, speaker))
+    return result
 
 
 def build_labels(texts: list[str]) -> list[tuple[int, str, int]]:
@@ -228,10 +310,12 @@ def write_hackathon_layout(root: Path, jobs: list[Job], labels: list[tuple[int, 
     """Everything but the audio: labels file, data_list.csv, .label files, utt2spk, <split>_label."""
     char_to_id = {ch: i for i, ch, _ in labels}
     _write_text(root / "hackathon.labels", ["#id\tchar\tfreq"] + [f"{i}\t{ch}\t{freq}" for i, ch, freq in labels])
-    for split in SPLITS:
+    for split in ALL_SPLITS:
+        split_jobs = [job for job in jobs if job.split == split]
+        if not split_jobs:
+            continue
         data_dir = root / split / f"{split}_data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        split_jobs = [job for job in jobs if job.split == split]
         encoded = {job.utt_id: " ".join(str(char_to_id[ch]) for ch in job.text) for job in split_jobs}
         _write_text(data_dir / "data_list.csv", [f"{j.utt_id}.wav,{j.utt_id}.label" for j in split_jobs])
         _write_text(data_dir / "utt2spk", [f"{j.utt_id} {j.speaker.speaker_id}" for j in split_jobs])
@@ -242,13 +326,15 @@ def write_hackathon_layout(root: Path, jobs: list[Job], labels: list[tuple[int, 
 
 def corpus_stats(jobs: list[Job], durations: dict[int, float], energies: list[float],
                  speakers: dict[str, list[Speaker]], lm_text: list[str], cfg: SynthConfig,
-                 seconds: float, nj: int) -> dict:
+                 seconds: float, nj: int, hotwords: list[str] | None = None) -> dict:
     per_split: dict[str, dict] = {}
     voices: dict[str, set[str]] = {}
     variants: dict[str, set[str]] = {}
     sentences: dict[str, set[str]] = {}
-    for split in SPLITS:
+    for split in ALL_SPLITS:
         split_jobs = [job for job in jobs if job.split == split]
+        if not split_jobs:
+            continue
         voices[split] = {job.speaker.speaker_id for job in split_jobs}
         variants[split] = {job.speaker.variant for job in split_jobs}
         sentences[split] = {job.text for job in split_jobs}
@@ -263,8 +349,15 @@ def corpus_stats(jobs: list[Job], durations: dict[int, float], energies: list[fl
         overlap[f"{a}_{b}"] = {"voices": len(voices[a] & voices[b]), "variants": len(variants[a] & variants[b]),
                                "sentences": len(sentences[a] & sentences[b])}
     held = sentences["dev"] | sentences["test"]
+    stats_hotwords = {}
+    if hotwords:
+        said = "\n".join("".join(t.split()) for t in sentences[HOTWORD_SPLIT])
+        elsewhere = "\n".join("".join(t.split()) for t in [*sentences["train"], *held, *lm_text])
+        stats_hotwords = {"phrases": len(hotwords), "said": sum(1 for h in hotwords if h in said),
+                          "in_train_dev_test_or_lm": sum(1 for h in hotwords if h in elsewhere)}
     return {
         "seed": cfg.seed, "splits": per_split, "overlap": overlap,
+        **({"hotwords": stats_hotwords} if stats_hotwords else {}),
         "lm_text": {"sentences": len(lm_text), "dev_test_overlap": len(held & set(lm_text))},
         "energy_above_4khz": {"files": len(energies), "mean": float(np.mean(energies)) if energies else None,
                               "max": float(np.max(energies)) if energies else None},
@@ -282,6 +375,10 @@ def stats_text(stats: dict) -> str:
     lines.append("")
     for pair, o in stats["overlap"].items():
         lines.append(f"overlap {pair}: voices {o['voices']}, variants {o['variants']}, sentences {o['sentences']}")
+    if "hotwords" in stats:
+        h = stats["hotwords"]
+        lines.append(f"{HOTWORD_SPLIT}/hotwords: {h['phrases']} phrases, {h['said']} said in the split, "
+                     f"{h['in_train_dev_test_or_lm']} in a train/dev/test/LM sentence")
     lm = stats["lm_text"]
     lines.append(f"lm_text.txt: {lm['sentences']} sentences ({lm['dev_test_overlap']} shared with dev/test)")
     e = stats["energy_above_4khz"]
@@ -295,16 +392,26 @@ def stats_text(stats: dict) -> str:
 def generate_corpus(root: str | Path, cfg: SynthConfig, nj: int = 1) -> dict:
     """Build the whole corpus in a temp dir and rename it to `root`; returns the stats."""
     start = time.perf_counter()
-    jobs, speakers, lm_text = plan_corpus(cfg)
-    labels = build_labels([job.text for job in jobs])
+    plan = plan_corpus(cfg)
+    jobs, speakers, lm_text = plan.jobs, plan.speakers, plan.lm_text
+    # The labels come from the original splits only (the hotword split adds no character:
+    # its names are spelt with training syllables), so hackathon.labels does not change.
+    labels = build_labels([job.text for job in jobs if job.split in SPLITS])
+    known = {ch for _, ch, _ in labels}
+    for job in jobs:
+        if not set(job.text) <= known:
+            raise KocallError(f"synth: {job.utt_id} ({job.split}) holds characters no original split has")
     with atomic_dir(root) as tmp:
         write_hackathon_layout(tmp, jobs, labels)
         _write_text(tmp / "lm_text.txt", lm_text)
+        if plan.hotwords:
+            _write_text(tmp / HOTWORD_SPLIT / "hotwords", plan.hotwords)
         durations, energies = render_all(jobs, tmp, cfg, nj)
         (tmp / "speakers.json").write_text(json.dumps(
             {s.speaker_id: {**s.to_dict(), "split": split} for split in SPLITS for s in speakers[split]},
             ensure_ascii=False, indent=1), encoding="utf-8")
-        stats = corpus_stats(jobs, durations, energies, speakers, lm_text, cfg, time.perf_counter() - start, nj)
+        stats = corpus_stats(jobs, durations, energies, speakers, lm_text, cfg, time.perf_counter() - start, nj,
+                             plan.hotwords)
         (tmp / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "stats.txt").write_text(stats_text(stats), encoding="utf-8")
     return stats

@@ -371,25 +371,26 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
-def template_slots(template: str) -> list[tuple[str, str, str]]:
+def template_slots(template: str, slots: dict[str, Slot] | None = None) -> list[tuple[str, str, str]]:
     """(placeholder, slot kind, particle) for each `{kind[digit]|particle}` in a template."""
     out = []
     for match in re.finditer(r"\{([a-z]+)(\d?)(?:\|([^}]+))?\}", template):
         kind = match.group(1)
-        if kind not in SLOTS:
+        if kind not in (SLOTS if slots is None else slots):
             raise ValueError(f"template {template!r}: unknown slot {kind!r}")
         out.append((match.group(0), kind, match.group(3) or ""))
     return out
 
 
-def fill(template: str, rng: random.Random) -> str:
+def fill(template: str, rng: random.Random, slots: dict[str, Slot] | None = None) -> str:
     """Fill every slot of `template`; the same placeholder twice gets the same filling."""
+    slots = SLOTS if slots is None else slots
     values: dict[str, str] = {}
     text = template
-    for placeholder, kind, particle in template_slots(template):
+    for placeholder, kind, particle in template_slots(template, slots):
         name = placeholder.split("|")[0]
         if name not in values:
-            values[name] = SLOTS[kind](rng)
+            values[name] = slots[kind](rng)
         text = text.replace(placeholder, attach(values[name], particle) if particle else values[name], 1)
     return " ".join(text.split())
 
@@ -423,3 +424,66 @@ class SentenceGenerator:
                 seen.add(s)
                 out.append(s)
         return out
+
+
+# ----------------------------------------------------------------------------- hotword test set
+# Names a call centre hears but no training or LM sentence holds: new branches, menu items and
+# products. They fill the slots of HOTWORD_TEMPLATES only (never the training grammar above),
+# and generate.py keeps just those whose syllables the training sentences cover (the AM can
+# spell them) and that occur in no training, dev, test or LM sentence.
+
+NEW_BRANCHES = (
+    "신당점", "보문점", "석촌점", "방이점", "미아점", "창동점", "등촌점", "개포점", "도곡점", "양재점",
+    "방배점", "이수점", "대림점", "구의점", "군자점", "상도점", "봉천점", "신정점", "오금점", "가락점",
+    "문정점", "장지점", "고덕점", "명일점", "길동점", "둔촌점", "암사점", "중계점", "상계점", "수유점",
+    "번동점", "정릉점", "길음점", "홍제점", "불광점", "응암점", "수색점", "가좌점", "성산점", "면목점",
+    "중화점", "신내점", "묵동점", "화정점", "행신점", "백석점", "주엽점", "대화점", "송도점", "청라점",
+)
+NEW_MENUS = (
+    "들깨칼국수", "차돌된장찌개", "매운갈비찜", "낙지볶음밥", "고추잡채", "우렁쌈밥", "황태해장국",
+    "코다리찜", "닭한마리", "꼬막비빔밥", "굴국밥", "주꾸미볶음", "버섯전골", "오징어덮밥", "새우볶음밥",
+    "동태찌개", "청국장", "김치볶음밥", "쟁반국수", "들기름막국수", "육회비빔밥", "뚝배기불고기",
+    "해물순두부", "차돌짬뽕", "고기만두", "치즈돈가스", "마라탕", "소고기국밥", "가지볶음", "매운족발",
+    "냉모밀", "알밥", "수육국밥", "전복죽", "호박죽", "삼계탕", "오리구이", "장어덮밥", "갈치조림", "고등어구이",
+)
+NEW_PRODUCTS = (
+    "홍삼정", "비타민젤리", "유기농두유", "곤약젤리", "현미누룽지", "수제쿠키", "생강차", "대추차", "유자차",
+    "오미자청", "레몬청", "녹차라떼", "흑임자라떼", "고구마라떼", "치즈케이크", "호두과자", "약과", "팥빙수",
+    "망고빙수", "꿀떡", "찹쌀떡", "단팥빵", "소금빵", "마늘빵", "한우세트", "과일세트", "견과세트", "김세트",
+    "참기름세트", "햄세트", "한과세트", "떡국떡", "도시락세트", "샐러드팩", "주스세트", "커피원두", "보리차",
+    "옥수수차", "누룽지사탕", "쌀과자",
+)
+
+HOTWORD_SLOT_NAMES = {"newbranch": NEW_BRANCHES, "newmenu": NEW_MENUS, "newproduct": NEW_PRODUCTS}
+
+HOTWORD_TEMPLATES: tuple[str, ...] = (
+    "{restaurant} {newbranch} {date} 예약 되나요?",
+    "{newbranch|은} {days}에도 영업하나요?",
+    "{newbranch|은} 몇 시까지 하세요?",
+    "{newbranch} 위치가 정확히 어디예요?",
+    "{newbranch} 가려면 {station}에서 내리는 게 제일 가깝나요?",
+    "{date} {time}에 {newbranch} {people} 예약 가능한가요?",
+    "{newbranch} 근처에 {landmark} 있나요?",
+    "{newbranch}에서 {newmenu} 포장 되나요?",
+    "{newmenu} 얼마예요?",
+    "{newmenu|은} {price}입니다.",
+    "{newmenu} {count} 포장 돼요?",
+    "오늘 {newmenu} 되나요?",
+    "{newmenu|이랑} {menu} 중에 뭐가 더 잘 나가요?",
+    "{newmenu} {count} 배달 부탁드립니다.",
+    "{newmenu} 맵기 조절 가능한가요?",
+    "{newproduct} 얼마예요?",
+    "{newproduct|은} {price}입니다.",
+    "{newproduct} {count} 주문하면 총 얼마인가요?",
+    "{newproduct} 오늘 되나요?",
+    "{newproduct|을} {price}에 할인하고 있습니다.",
+    "{newbranch}에서 {newproduct|을} {price}에 할인하고 있습니다.",
+)
+
+
+def hotword_slots(names: dict[str, list[str]]) -> dict[str, Slot]:
+    """The training grammar's slots plus `newbranch`/`newmenu`/`newproduct` drawn from `names`."""
+    slots = dict(SLOTS)
+    for kind, choices in names.items():
+        slots[kind] = (lambda options: lambda r: r.choice(options))(tuple(choices))
+    return slots

@@ -1,0 +1,137 @@
+"""Hotwords: contextual biasing lists for the CTC beam search, and their recall.
+
+A hotwords file holds one phrase per line, with an optional per-phrase weight after a
+colon (sherpa-onnx's format):
+
+    명동점 :2.5
+    들깨칼국수
+
+Blank lines and lines starting with `#` are skipped. Phrases are normalised by
+`kocall.text_norm.normalize_text` (the one policy for targets, LM text and references) and
+tokenised into the model's units (`Tokenizer.encode`); a phrase holding a character the
+model cannot output is an error naming the phrase, the line and the file. The weight is the
+bonus per unit (natural-log units, the acoustic score's): a phrase without one gets the
+global `--hotword-weight`. The compiled form is `kocall_kernels.ctc_decoder.context_graph.
+ContextGraph` (an Aho-Corasick automaton in flat tables; scoring rules in its docstring).
+
+Scoring (`hotword_counts`): with spaces removed from references, hypotheses and phrases (the
+CRR rule), an occurrence of a phrase in a reference counts as recognised when the hypothesis
+of that utterance holds it too (per utterance, min of the two counts); every occurrence in a
+hypothesis beyond the reference's count is a false alarm. Recall = recognised / occurrences.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from kocall.errors import DataError
+from kocall.fileio import atomic_write
+from kocall.text_norm import normalize_text
+
+HOTWORDS_FILE = "hotwords"  # a data dir's own list: DATA/<set>/hotwords
+
+
+@dataclass(frozen=True)
+class Hotword:
+    phrase: str          # normalised
+    weight: float | None  # per-unit bonus; None: the global weight
+    line: int
+
+
+def read_hotwords(path: str | os.PathLike) -> list[Hotword]:
+    """Parse a hotwords file (see the module docstring); one-line errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"hotwords file '{path}' is missing")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"hotwords file '{path}': not UTF-8 text ({exc.reason})") from None
+    out: list[Hotword] = []
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        weight = None
+        match = re.fullmatch(r"(.*?)\s*:\s*(\S+)", line)
+        if match and match.group(1):
+            try:
+                weight = float(match.group(2))
+            except ValueError:
+                raise DataError(f"hotwords file '{path}' line {lineno}: weight '{match.group(2)}' "
+                                f"of '{match.group(1)}' is not a number") from None
+            if not math.isfinite(weight) or weight <= 0:
+                raise DataError(f"hotwords file '{path}' line {lineno}: weight of '{match.group(1)}' "
+                                f"must be a positive number, not {match.group(2)}")
+            line = match.group(1)
+        phrase = normalize_text(line)
+        if not phrase:
+            raise DataError(f"hotwords file '{path}' line {lineno}: phrase '{line}' is empty after normalisation")
+        out.append(Hotword(phrase, weight, lineno))
+    return out
+
+
+def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float):
+    """ContextGraph of a hotwords file over `tokenizer`'s units; `weight`: per-unit bonus of
+    phrases without their own."""
+    from kocall_kernels.ctc_decoder.context_graph import ContextGraph
+
+    if not math.isfinite(weight) or weight <= 0:
+        raise DataError(f"hotword weight must be a positive number, not {weight}")
+    phrases = []
+    for hw in read_hotwords(path):
+        ids = tokenizer.encode(hw.phrase)
+        if tokenizer.unk_id in ids:
+            unknown = sorted({ch for ch in hw.phrase if not ch.isspace() and tokenizer.unk_count(ch)})
+            raise DataError(f"hotwords file '{path}' line {hw.line}: phrase '{hw.phrase}' has characters the "
+                            f"model's units cannot spell: {' '.join(unknown) or '(unknown piece)'}")
+        phrases.append((ids, hw.weight if hw.weight is not None else weight))
+    return ContextGraph.build(phrases, len(tokenizer))
+
+
+def copy_hotwords(source: str | os.PathLike, data_set_dir: str | os.PathLike) -> bool:
+    """Copy a corpus split's hotwords file into its data dir (atomic); False when there is none."""
+    source = Path(source)
+    if not source.is_file():
+        return False
+    read_hotwords(source)  # a bad list fails here, not at decoding
+    with atomic_write(Path(data_set_dir) / HOTWORDS_FILE) as handle:
+        handle.write(source.read_text(encoding="utf-8-sig"))
+    return True
+
+
+# ---------------------------------------------------------------------------- scoring
+
+@dataclass
+class HotwordCounts:
+    occurrences: int      # phrase occurrences in the references
+    recognised: int       # ... also in the hypothesis of the same utterance
+    false_alarms: int     # occurrences in hypotheses beyond the reference's count
+    phrases: int
+
+    @property
+    def recall(self) -> float:
+        return 100.0 * self.recognised / self.occurrences if self.occurrences else float("nan")
+
+    def summary(self) -> str:
+        return (f"hotword recall {self.recall:.2f} ({self.recognised}/{self.occurrences}) | "
+                f"false alarms {self.false_alarms} | phrases {self.phrases}")
+
+
+def hotword_counts(refs: Mapping[str, str], hyps: Mapping[str, str], phrases: list[str]) -> HotwordCounts:
+    """Recall and false alarms of `phrases` (see the module docstring); missing hypotheses are empty."""
+    keys = sorted({"".join(p.split()) for p in phrases if p.strip()})
+    occurrences = recognised = false_alarms = 0
+    for utt, ref in refs.items():
+        ref_c = "".join(ref.split())
+        hyp_c = "".join(hyps.get(utt, "").split())
+        for key in keys:
+            in_ref, in_hyp = ref_c.count(key), hyp_c.count(key)
+            occurrences += in_ref
+            recognised += min(in_ref, in_hyp)
+            false_alarms += max(0, in_hyp - in_ref)
+    return HotwordCounts(occurrences, recognised, false_alarms, len(keys))
