@@ -33,10 +33,17 @@ help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this 
 _kocall_option_vars="stage stop_stage nj force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
+. utils/stage.sh   # checks --stage/--stop-stage
+for v in nj lm_order seed; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a whole number, not '${!v}'" >&2; exit 1; }
+done
+[ "$nj" -ge 1 ] || { echo "$0: --nj must be at least 1" >&2; exit 1; }
+for v in data exp model_size unit; do
+  [ -n "${!v}" ] || { echo "$0: --${v//_/-} must not be empty" >&2; exit 1; }
+done
 
 if [ "$setup" = true ]; then utils/setup_env.sh; fi
 . ./path.sh
-. utils/stage.sh
 export KOCALL_ALLOW_PIPES=$([ "$allow_pipes" = true ] && echo 1 || echo 0)
 
 case "$corpus" in
@@ -47,6 +54,7 @@ esac
 amdir=$exp/conformer_ctc_${model_size}_${unit}
 lang=$data/lang_${unit}
 test_sets() { cat "$data/test_sets"; }
+stage_lock "$data" "$exp"   # a second run on the same --data/--exp stops with a message
 
 # Stage 0: data preparation.
 #   in:  the corpus (synth: generated first into $corpus_dir, deterministic for --seed)
@@ -61,8 +69,10 @@ if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   corpus_inputs=(local/prepare_corpus.sh)
   case "$corpus" in
     synth) corpus_inputs+=("$corpus_dir/.done") ;;
-    shared-ko) corpus_inputs+=(local/shared_ko "$corpus_dir"/corpora/*/transcripts.tsv) ;;
+    shared-ko) corpus_inputs+=(local/shared_ko "$corpus_dir"/corpora/*/transcripts.tsv "$corpus_dir/text") ;;
+    *) corpus_inputs+=("$corpus_dir") ;;   # transcripts and labels by content, audio by size and mtime
   esac
+  [ -n "$label_file" ] && corpus_inputs+=("$label_file")
   if stage_begin "$data/.done/prep" "${corpus_inputs[@]}" \
        -- "corpus=$corpus" "dir=$corpus_dir" "labels=$label_file" "punct=$punct" "seed=$seed"; then
     local/prepare_corpus.sh --corpus "$corpus" --label-file "$label_file" --punct "$punct" \
@@ -77,7 +87,8 @@ fi
 if in_stage 1 "log-mel features"; then
   # The features do not depend on the device (the CUDA kernel equals the CPU twin within 1e-4),
   # so --device is not part of the hash.
-  if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh; then
+  if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh \
+       $(for x in train dev $(test_sets); do echo "$data/$x/wav.scp"; done); then
     for x in train dev $(test_sets); do
       steps/make_fbank.sh --nj "$nj" --device "$device" --fbank-conf conf/fbank.yaml "$data/$x"
     done
@@ -90,7 +101,8 @@ fi
 #   in:  $data/train/text
 #   out: $lang/tokens.txt (blank = 0), $lang/bpe.model (unit=bpe)
 if in_stage 2 "units ($unit)"; then
-  if stage_begin "$data/.done/lang_$unit" "$data/.done/prep" steps/prepare_lang.sh -- "unit=$unit"; then
+  if stage_begin "$data/.done/lang_$unit" "$data/.done/prep" steps/prepare_lang.sh "$data/train/text" \
+       -- "unit=$unit"; then
     steps/prepare_lang.sh --unit "$unit" "$data/train" "$lang"
     stage_end
   fi
@@ -101,7 +113,7 @@ fi
 #   out: $lang/lm/lm.arpa, $lang/lm/lm.bin, $lang/lm/ppl.txt
 if in_stage 3 "${lm_order}-gram LM"; then
   if stage_begin "$data/.done/lm_$unit" "$data/.done/lang_$unit" conf/lm.yaml steps/train_lm.sh \
-       -- "order=$lm_order"; then
+       "$data/train/text" "$data/dev/text" "$data/local/lm_text.txt" -- "order=$lm_order"; then
     steps/train_lm.sh --order "$lm_order" --lm-conf conf/lm.yaml "$lang" "$data/train" "$data/dev" \
       "$data/local/lm_text.txt" "$lang/lm"
     stage_end
@@ -139,7 +151,7 @@ fi
 #   out: $amdir/decode_*/{score.json,score.txt,align.txt}, $amdir/RESULTS.md
 if in_stage 6 "scoring"; then
   if stage_begin "$exp/.done/$(basename "$amdir").score" "$exp/.done/$(basename "$amdir").decode" \
-       steps/score.sh -- "punct=$punct"; then
+       steps/score.sh $(for x in dev $(test_sets); do echo "$data/$x/text"; done) -- "punct=$punct"; then
     steps/score.sh "$amdir" "$data" dev $(test_sets)
     stage_end
   fi
@@ -151,7 +163,12 @@ fi
 if in_stage 7 "export and report"; then
   if stage_begin "$exp/.done/$(basename "$amdir").report" "$exp/.done/$(basename "$amdir").score" \
        steps/report.sh -- "device=$device"; then
-    steps/report.sh --device "$device" "$amdir" "$lang" "$data" $(test_sets)
+    report_sets=$(test_sets)
+    if [ -z "$report_sets" ]; then
+      log "Stage 7: $data/test_sets lists no test set; the report measures dev instead"
+      report_sets=dev
+    fi
+    steps/report.sh --device "$device" "$amdir" "$lang" "$data" $report_sets
     stage_end
   fi
 fi

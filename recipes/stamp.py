@@ -2,8 +2,10 @@
 its inputs and config. run.sh chains stages by feeding upstream markers in as inputs,
 so a change anywhere upstream reruns everything downstream, and nothing else.
 
-Files are hashed by content; files over BIG_FILE bytes, by size and mtime (audio and
-feature archives would otherwise cost more to hash than to skip).
+Files are hashed by content; audio, feature archives and checkpoints (STAT_SUFFIXES), and any
+file over BIG_FILE bytes, by size and mtime (a 100-hour corpus would otherwise cost more to
+hash than to skip). So a corpus directory can be a stage input as a whole: its transcripts,
+manifests and label files by content, its audio by size and mtime.
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ import click
 from kocall.fileio import atomic_write
 
 BIG_FILE = 32 * 1024 * 1024
+STAT_SUFFIXES = {".wav", ".flac", ".pcm", ".ogg", ".mp3", ".sph", ".ark", ".pt", ".bin", ".npy", ".npz"}
 SKIP_NAMES = {".done", "__pycache__"}
 
 
 def _hash_file(digest: "hashlib._Hash", path: Path) -> None:
     stat = path.stat()
     digest.update(f"F {path.name} {stat.st_size}\n".encode())
-    if stat.st_size > BIG_FILE:
+    if stat.st_size > BIG_FILE or path.suffix.lower() in STAT_SUFFIXES:
         digest.update(f"{stat.st_mtime_ns}\n".encode())
         return
     with open(path, "rb") as handle:

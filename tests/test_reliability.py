@@ -198,3 +198,114 @@ def test_atomic_dir_never_replaces_the_working_directory(tmp_path: Path, monkeyp
             with atomic_dir(target):
                 pass
     assert (tmp_path / "work" / "keep.txt").read_text() == "keep"
+
+
+# ------------------------------------------------------------------ 3. silent wrong results: stages
+@pytest.fixture
+def toy_recipe(tmp_path: Path):
+    from tests.test_stages import TOY
+
+    script = tmp_path / "toy.sh"
+    script.write_text(TOY)
+    script.chmod(0o755)
+    (tmp_path / "input.txt").write_text("hello\n")
+    env = dict(os.environ, KOCALL_ROOT=str(REPO), PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+
+    def run(*args: str, path_prefix: str = "") -> subprocess.CompletedProcess:
+        run_env = dict(env, PATH=f"{path_prefix}:{env['PATH']}" if path_prefix else env["PATH"])
+        return subprocess.run([str(script), *args, str(tmp_path)], capture_output=True, text=True, env=run_env)
+
+    def ran() -> list[str]:
+        log = tmp_path / "log"
+        lines = log.read_text().split("\n") if log.exists() else []
+        log.unlink(missing_ok=True)
+        return [line for line in lines if line]
+
+    return tmp_path, run, ran
+
+
+def test_a_stage_that_runs_invalidates_every_marker_after_it(toy_recipe) -> None:
+    out, run, ran = toy_recipe
+    assert run().returncode == 0 and ran() == ["ran a", "ran b", "fresh c"]
+    assert run("--force", "--stage", "0", "--stop-stage", "0").returncode == 0
+    assert ran() == ["ran a"]
+    # a's outputs are new: b and c, whose markers were written before, are not up to date any more
+    assert run("--stage", "1").returncode == 0
+    assert ran() == ["ran b", "fresh c"]
+    assert run().returncode == 0 and ran() == []
+
+
+@pytest.mark.parametrize("args", [["--stage", "one"], ["--stop-stage", "4x"], ["--stage=-1"], ["--stage", ""]])
+def test_non_numeric_stage_stops_the_run(toy_recipe, args) -> None:
+    _, run, ran = toy_recipe
+    result = run(*args)
+    assert result.returncode == 1
+    assert "must be a stage number" in result.stderr
+    assert ran() == []
+
+
+def test_a_failing_hash_stops_the_run(toy_recipe, tmp_path: Path) -> None:
+    _, run, ran = toy_recipe
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "kocall").write_text("#!/bin/sh\necho 'kocall: broken' >&2\nexit 3\n")
+    (shim / "kocall").chmod(0o755)
+    result = run(path_prefix=str(shim))
+    assert result.returncode == 1
+    assert "cannot hash its inputs" in result.stderr
+    assert ran() == []
+
+
+@pytest.mark.parametrize("option", ["--PATH", "--help-message", "--out", "--IFS", "--_kocall_option_vars"])
+def test_only_declared_options_are_accepted(toy_recipe, option: str) -> None:
+    _, run, ran = toy_recipe
+    result = run(option, "/nonexistent")
+    assert result.returncode == 1
+    assert f"invalid option {option}" in result.stderr
+    assert ran() == []
+
+
+def test_run_sh_bad_values_stop_before_any_work(tmp_path: Path) -> None:
+    for args, message in ((["--stage", "x"], "must be a stage number"), (["--nj", "0"], "--nj must be at least 1"),
+                          (["--nj", "two"], "whole number"), (["--data", ""], "--data must not be empty"),
+                          (["--PATH", "/tmp"], "invalid option --PATH")):
+        result = subprocess.run([str(REPO / "run.sh"), "--setup", "false", "--data", str(tmp_path / "d"),
+                                 "--exp", str(tmp_path / "e"), *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Stage 0" not in result.stderr
+
+
+def test_second_run_on_the_same_data_stops(tmp_path: Path) -> None:
+    import fcntl
+
+    data = tmp_path / "d"
+    data.mkdir()
+    with open(data / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)   # the first run
+        result = subprocess.run([str(REPO / "run.sh"), "--setup", "false", "--data", str(data),
+                                 "--exp", str(tmp_path / "e"), "--stage", "0", "--stop-stage", "0"],
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "another run is using" in result.stderr and str(data) in result.stderr
+    assert "Stage 0" not in result.stderr
+    assert sorted(p.name for p in data.iterdir()) == [".lock"]
+
+
+def test_corpus_hash_sees_transcripts_by_content_and_audio_by_stat(tmp_path: Path) -> None:
+    from kocall.stamp import hash_inputs
+
+    corpus = tmp_path / "corpus"
+    (corpus / "train").mkdir(parents=True)
+    (corpus / "train" / "a.txt").write_text("안녕\n")
+    wav = write_wav(corpus / "train" / "a.wav")
+    first = hash_inputs([str(corpus)], [])
+    (corpus / "train" / "a.txt").write_text("안녕히\n")
+    second = hash_inputs([str(corpus)], [])
+    assert second != first                                  # a transcript changed
+    stat = wav.stat()
+    wav.write_bytes(bytes(len(wav.read_bytes())))           # same size...
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and mtime: audio is not read
+    assert hash_inputs([str(corpus)], []) == second
+    os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert hash_inputs([str(corpus)], []) != second

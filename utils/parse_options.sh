@@ -4,7 +4,13 @@
 #   --foo-bar=VALUE   the same
 #   --flag            for a variable whose default is true/false, sets it to true
 #   --help | -h       prints $help_message (if set) and the options with their values
-# An unknown option is an error. Positional arguments are left in "$@".
+# Only the options a script declares in $_kocall_option_vars (variable names, space-separated)
+# are accepted: `--path x` cannot set PATH, nor any other shell variable. An unknown option is
+# an error. Positional arguments are left in "$@".
+
+_kocall_is_option() {  # _kocall_is_option VAR: declared in $_kocall_option_vars and set?
+  [[ " ${_kocall_option_vars:-} " == *" $1 "* ]] && [ -n "${!1+set}" ]
+}
 
 _kocall_print_help() {
   [ -n "${help_message:-}" ] && printf '%s\n' "$help_message" >&2
@@ -22,11 +28,11 @@ while true; do
     --*=*)
       _name=${1%%=*}; _value=${1#*=}
       _var=${_name#--}; _var=${_var//-/_}
-      if [ -z "${!_var+set}" ]; then echo "$0: invalid option $_name" >&2; _kocall_print_help; exit 1; fi
+      if ! _kocall_is_option "$_var"; then echo "$0: invalid option $_name" >&2; _kocall_print_help; exit 1; fi
       printf -v "$_var" '%s' "$_value"; shift ;;
     --*)
       _var=${1#--}; _var=${_var//-/_}
-      if [ -z "${!_var+set}" ]; then echo "$0: invalid option $1" >&2; _kocall_print_help; exit 1; fi
+      if ! _kocall_is_option "$_var"; then echo "$0: invalid option $1" >&2; _kocall_print_help; exit 1; fi
       _old=${!_var}
       if { [ "$_old" = true ] || [ "$_old" = false ]; } && { [ $# -lt 2 ] || [[ "$2" == --* ]]; }; then
         printf -v "$_var" '%s' true; shift

@@ -11,9 +11,22 @@
 # stage_begin hashes the given files/dirs and the option strings after `--`; if the
 # marker holds that hash (and --force is not set) it says so and returns 1 (skip).
 # Otherwise it removes the marker *before* the work starts, so an interrupted stage
-# is never taken for done, and stage_end writes the new hash atomically.
+# is never taken for done, and stage_end writes the new hash atomically, followed by a
+# run id. Downstream stages hash their upstream markers, run id included, so a stage that
+# runs (--force, or changed inputs) invalidates every marker after it.
+# A hash that cannot be computed, or a --stage/--stop-stage that is not a number, stops
+# the run (exit 1): nothing is skipped silently.
+# stage_lock DIR... takes a lock per output root (--data, --exp) for the whole run.
 
 log() { echo "$(date '+%F %T') [$(basename "$0")] $*" >&2; }
+
+for _kocall_v in stage stop_stage; do
+  if ! [[ "${!_kocall_v}" =~ ^[0-9]+$ ]]; then
+    echo "$0: --${_kocall_v//_/-} must be a stage number (0, 1, 2, ...), not '${!_kocall_v}'" >&2
+    exit 1
+  fi
+done
+unset _kocall_v
 
 in_stage() {  # in_stage N DESCRIPTION
   _kocall_stage_no=$1; shift
@@ -30,8 +43,13 @@ stage_begin() {  # stage_begin MARKER INPUT... [-- TEXT...]
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do paths+=("$1"); shift; done
   [ "${1:-}" = "--" ] && shift
   local t; for t in "$@"; do texts+=(--text "$t"); done
-  _kocall_hash=$(kocall stamp hash "${texts[@]}" "${paths[@]}") || return 2
-  if [ "$force" != true ] && [ -f "$_kocall_marker" ] && [ "$(cat "$_kocall_marker")" = "$_kocall_hash" ]; then
+  if ! _kocall_hash=$(kocall stamp hash "${texts[@]}" "${paths[@]}"); then
+    log "Stage $_kocall_stage_no: cannot hash its inputs (${paths[*]}); stopping"
+    exit 1
+  fi
+  local recorded=""
+  [ -f "$_kocall_marker" ] && read -r recorded _ < "$_kocall_marker"
+  if [ "$force" != true ] && [ "$recorded" = "$_kocall_hash" ]; then
     log "Stage $_kocall_stage_no: up to date, skipping (inputs and config unchanged; --force reruns)"
     return 1
   fi
@@ -40,8 +58,24 @@ stage_begin() {  # stage_begin MARKER INPUT... [-- TEXT...]
 }
 
 stage_end() {
-  kocall stamp write "$_kocall_marker" "$_kocall_hash"
+  # The run id makes the marker's content new on every run: downstream hashes change with it.
+  kocall stamp write "$_kocall_marker" "$_kocall_hash $(date -u +%Y%m%dT%H%M%S.%N)-$$"
   log "Stage $_kocall_stage_no: done"
+}
+
+stage_lock() {  # stage_lock DIR...: one run at a time per output root, until this script exits
+  local dir real fd seen=" "
+  for dir in "$@"; do
+    mkdir -p "$dir"
+    real=$(cd "$dir" && pwd -P)
+    case "$seen" in *" $real "*) continue ;; esac   # --data = --exp: one lock, not two
+    seen="$seen$real "
+    exec {fd}>>"$dir/.lock"
+    if ! flock -n "$fd"; then
+      echo "$0: another run is using '$dir' (it holds '$dir/.lock'); wait for it to end, or use another --data/--exp" >&2
+      exit 1
+    fi
+  done
 }
 
 stage_workdir() {  # stage_workdir DIR: call after stage_begin, for stages that resume from DIR
