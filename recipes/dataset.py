@@ -215,18 +215,26 @@ class SpeechDataset:
         return self._normalise(feats, entry) if self.cmvn is not None else feats
 
     def collate(self, indices: Sequence[int], rng: np.random.Generator | None) -> Batch:
-        mats = [self.features(i, rng) for i in indices]
-        lens = [m.shape[0] for m in mats]
-        feats = np.zeros((len(mats), max(lens), mats[0].shape[1]), dtype=np.float32)
-        for row, mat in enumerate(mats):
-            feats[row, : mat.shape[0]] = mat
-        tokens = [self.entries[i].tokens for i in indices]
-        return Batch(utt_ids=[self.entries[i].utt_id for i in indices],
-                     feats=torch.from_numpy(feats),
-                     feat_lens=torch.tensor(lens, dtype=torch.int64),
-                     targets=torch.tensor([t for seq in tokens for t in seq], dtype=torch.int64),
-                     target_lens=torch.tensor([len(seq) for seq in tokens], dtype=torch.int64),
-                     texts=[self.entries[i].text for i in indices])
+        return collate_batch([self.features(i, rng) for i in indices], [self.entries[i] for i in indices])
+
+
+def pad_stack(mats: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """(B, longest, F) zero-padded float32 array and the lengths."""
+    lens = [m.shape[0] for m in mats]
+    out = np.zeros((len(mats), max(lens), mats[0].shape[1]), dtype=np.float32)
+    for row, mat in enumerate(mats):
+        out[row, : mat.shape[0]] = mat
+    return out, lens
+
+
+def collate_batch(mats: Sequence[np.ndarray], entries: Sequence[UttEntry]) -> Batch:
+    feats, lens = pad_stack(mats)
+    tokens = [e.tokens for e in entries]
+    return Batch(utt_ids=[e.utt_id for e in entries], feats=torch.from_numpy(feats),
+                 feat_lens=torch.tensor(lens, dtype=torch.int64),
+                 targets=torch.tensor([t for seq in tokens for t in seq], dtype=torch.int64),
+                 target_lens=torch.tensor([len(seq) for seq in tokens], dtype=torch.int64),
+                 texts=[e.text for e in entries])
 
 
 class BatchLoaderDataset(torch.utils.data.Dataset):
@@ -263,3 +271,99 @@ def batch_loader(dataset: SpeechDataset, batches: list[list[int]], epoch: int, s
     return torch.utils.data.DataLoader(BatchLoaderDataset(dataset, batches, epoch, start, train),
                                        batch_size=None, shuffle=False, num_workers=num_workers,
                                        collate_fn=_identity, persistent_workers=False, generator=own_rng)
+
+
+# --------------------------------------------------------------- cached frozen-block outputs
+
+
+def _frozen_fingerprint(model: torch.nn.Module, blocks: int) -> str:
+    """A hash of the frozen part's weights: a cache made from other weights is not reused."""
+    import hashlib
+
+    digest = hashlib.sha1(f"blocks={blocks}".encode())
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes()[:4096])
+            digest.update(np.float64(param.detach().double().sum()).tobytes())
+    return digest.hexdigest()
+
+
+def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, model: torch.nn.Module, blocks: int,
+                       device: torch.device, seed: int, progress: bool = False,
+                       max_frames: int = 12000) -> list[list[torch.Tensor]]:
+    """Per view, per utterance: `model.frozen_front(feats, lens, blocks)` as float16 (T', d) tensors.
+
+    View 0 is the clean input; view v > 0 draws its augmentation (the source set's waveform
+    augmentation and SpecAugment) from a generator seeded by (seed, v, utterance index), so a
+    cache is a pure function of the data, the seed and the frozen weights. Each view is kept in
+    `<path_prefix>-view<v>.pt` (atomic) and reused when its key matches.
+    """
+    from tqdm import tqdm
+
+    from kocall.fileio import atomic_write
+
+    key = {"utts": [e.utt_id for e in source.entries], "frames": [e.num_frames for e in source.entries],
+           "seed": seed, "weights": _frozen_fingerprint(model, blocks)}
+    order = sorted(range(len(source.entries)), key=lambda i: source.entries[i].num_frames)
+    chunks, current = [], []
+    for index in order:   # length-sorted chunks of at most max_frames padded frames
+        if current and source.entries[index].num_frames * (len(current) + 1) > max_frames:
+            chunks.append(current)
+            current = []
+        current.append(index)
+    chunks.append(current)
+    result = []
+    model.eval()
+    for view in range(views):
+        path = Path(f"{path_prefix}-view{view}.pt")
+        if path.is_file():
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored.get("key") == {**key, "view": view}:
+                result.append(stored["hidden"])
+                continue
+        hidden: list[torch.Tensor | None] = [None] * len(source.entries)
+        bar = tqdm(chunks, desc=f"caching frozen blocks ({path.name})", disable=not progress, leave=False)
+        for done, chunk in enumerate(bar):
+            mats = [source.features(i, np.random.default_rng([seed, 7919, view, i]) if view else None)
+                    for i in chunk]
+            feats, lens = pad_stack(mats)
+            with torch.inference_mode():
+                out, out_lens = model.frozen_front(torch.from_numpy(feats).to(device),
+                                                   torch.tensor(lens, device=device), blocks)
+            for row, index in enumerate(chunk):
+                hidden[index] = out[row, : int(out_lens[row])].to(torch.float16).cpu().clone()
+            if not progress and (done + 1) % max(1, len(chunks) // 10) == 0:
+                log.info("%s: %d/%d chunks", path.name, done + 1, len(chunks))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as handle:
+            torch.save({"key": {**key, "view": view}, "hidden": hidden}, handle)
+        result.append(hidden)
+    return result
+
+
+class CachedHiddenSet:
+    """Batches of cached frozen-block outputs (build_hidden_cache), with the SpeechDataset interface.
+
+    A training batch (rng given) takes, per utterance, a view drawn from the batch's generator
+    and time masks (augment.spec_augment's time settings; no frequency masks on hidden
+    channels); evaluation (rng None) takes view 0 as it is.
+    """
+
+    def __init__(self, views: list[list[torch.Tensor]], entries: list[UttEntry], spec, seed: int) -> None:
+        from dataclasses import replace
+
+        self.views = views
+        self.entries = entries
+        self.seed = seed
+        self.time_masks = replace(spec, num_freq_masks=0, time_warp=0) if spec is not None else None
+
+    def collate(self, indices: Sequence[int], rng: np.random.Generator | None) -> Batch:
+        mats = []
+        for i in indices:
+            view = int(rng.integers(len(self.views))) if rng is not None else 0
+            mat = self.views[view][i].float().numpy()
+            if rng is not None and self.time_masks is not None:
+                mat = spec_augment(mat, self.time_masks, rng)
+            mats.append(mat)
+        return collate_batch(mats, [self.entries[i] for i in indices])

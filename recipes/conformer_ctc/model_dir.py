@@ -1,14 +1,15 @@
 """The final model directory (CONTRACTS.md): model.pt, config.json, tokens.txt, cmvn.json, fbank.yaml.
 
+It is shared by every model family (kocall.models): config.json's "arch" says which one.
 `save_model_dir` writes it atomically (the directory appears complete or not at all).
-`load_model_dir` rebuilds the network with `build_model(config)` and loads the state dict
+`load_model_dir` rebuilds the network with `kocall.models.build_model(config)` and loads the state dict
 with `torch.load(weights_only=True)`. File-level checks (missing files, bad JSON/YAML,
 vocabulary and tensor shape mismatches) are shared with the int8 exporter through
 `kocall.export.validate_model_dir`, so float and int8 dirs are judged by one set of rules;
 int8 dirs are handed to `kocall.export.load_int8_model_dir`.
 
-config.json layout:
-    {"arch": "conformer_ctc", "model": {...ConformerConfig...}, "vocab_size": V,
+config.json layout (`kocall.models.make_config`):
+    {"arch": "conformer_ctc" | "whisper_ctc", "model": {...the family's config...}, "vocab_size": V,
      "features": {...fbank.yaml...}, "subsampling": 4, "quantized": false,
      "training": {...how the weights were chosen...}}
 """
@@ -23,18 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from kocall.conformer_ctc.model import ARCH, build_model
 from kocall.errors import KocallError
 from kocall.fileio import atomic_dir
+from kocall.models import FAMILY_MODULES, build_model
 
 SIDE_FILES_FROM_LANG = ("tokens.txt", "bpe.model")
-
-
-def make_config(model_cfg: dict, features: dict, training: dict | None = None) -> dict:
-    """The config.json dict for a float model."""
-    return {"arch": ARCH, "model": dict(model_cfg), "vocab_size": int(model_cfg["vocab_size"]),
-            "features": dict(features), "subsampling": int(model_cfg.get("subsampling", 4)),
-            "quantized": False, "training": dict(training or {})}
 
 
 def save_model_dir(path: str | os.PathLike, model: nn.Module, config: dict, lang_dir: str | os.PathLike,
@@ -69,9 +63,9 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
         except (json.JSONDecodeError, UnicodeDecodeError):
             declared = None  # validate_model_dir reports it with the file name
         if isinstance(declared, dict):
-            if declared.get("arch", ARCH) != ARCH:
+            if declared.get("arch", "conformer_ctc") not in FAMILY_MODULES:
                 raise KocallError(f"model dir '{path}': file 'config.json': arch '{declared.get('arch')}' "
-                                  f"is not '{ARCH}'")
+                                  f"is not one of {sorted(FAMILY_MODULES)}")
             if declared.get("quantized") not in (False, None, "none"):
                 return load_int8_model_dir(path, device=str(device))
     model, state, config, _tokens = validate_model_dir(path, build_model)

@@ -1,4 +1,9 @@
-"""`kocall train`: train a Conformer-CTC acoustic model; resumable, time-budgeted, DDP-ready.
+"""`kocall train`: THE trainer of every CTC model family; resumable, time-budgeted, DDP-ready.
+
+The family (`arch:` in the model YAML, kocall.models) supplies the network, its pretrained
+initialisation, its parameter groups (freezing, layer-wise lr decay) and whether frozen
+lower blocks may be cached (`finetune.cache_frozen`: their outputs are computed once per
+augmented view, then only the upper part trains). Everything else below is shared.
 
     kocall train --model-conf conf/model_small.yaml --train data/train --dev data/dev \
         --lang data/lang_char --exp-dir exp/conformer_ctc_small_char [--device cpu|cuda]
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -46,12 +52,13 @@ from torch import nn
 from tqdm import tqdm
 
 from kocall.augment import AugmentConfig
-from kocall.conformer_ctc.model import ConformerConfig, ConformerCTC, count_parameters
-from kocall.conformer_ctc.model_dir import make_config, save_model_dir
-from kocall.dataset import (Batch, SpeechDataset, batch_loader, filter_trainable, load_cmvn_stats,
-                            load_entries, make_batches, shard_batches)
+from kocall.conformer_ctc.model_dir import save_model_dir
+from kocall.dataset import (Batch, CachedHiddenSet, SpeechDataset, batch_loader, build_hidden_cache,
+                            filter_trainable, load_cmvn_stats, load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write, check_output_dir
+from kocall.models import count_parameters, make_config
+from kocall.models import family as model_family
 from kocall.rxspec import allow_pipes_option
 
 log = logging.getLogger("kocall.train")
@@ -100,8 +107,26 @@ class TrainingConfig:
 
 
 @dataclass
+class PretrainedConfig:
+    checkpoint: str | None = None  # a file; None: the family's default places for `size`; "none": random init
+    size: str = "base"
+
+
+@dataclass
+class FinetuneConfig:
+    freeze_frontend: bool = False  # the conv front end
+    freeze_blocks: int = 0         # the lowest N encoder blocks (implies a frozen front end)
+    layer_lr_decay: float = 1.0    # lr x decay ** (depth below the top block)
+    cache_frozen: bool = False     # compute the frozen part once per cached view (CPU budgets)
+    cache_views: int = 1           # cached copies: view 0 clean, the others through `augment:`
+
+
+@dataclass
 class TrainConfig:
     model: dict
+    arch: str = "conformer_ctc"    # the model family (kocall.models)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -112,7 +137,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict, source: str = "config") -> "TrainConfig":
         if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise KocallError(f"{source}: expected a mapping with a 'model:' section")
-        known = {"model", "optim", "schedule", "batching", "augment", "training"}
+        known = {"arch", "model", "pretrained", "finetune", "optim", "schedule", "batching", "augment", "training"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise KocallError(f"{source}: unknown section(s) {unknown}; known: {sorted(known)}")
@@ -125,13 +150,18 @@ class TrainConfig:
                 raise KocallError(f"{source}: unknown key(s) {bad} in '{name}:'; known: {sorted(names)}")
             return kind(**values)
 
-        cfg = cls(model=dict(raw["model"]), optim=section("optim", OptimConfig),
+        cfg = cls(model=dict(raw["model"]), arch=str(raw.get("arch") or "conformer_ctc"),
+                  pretrained=section("pretrained", PretrainedConfig), finetune=section("finetune", FinetuneConfig),
+                  optim=section("optim", OptimConfig),
                   schedule=section("schedule", ScheduleConfig), batching=section("batching", BatchingConfig),
                   augment=AugmentConfig.from_dict(raw.get("augment")), training=section("training", TrainingConfig))
         if cfg.schedule.kind not in ("cosine", "noam"):
             raise KocallError(f"{source}: schedule.kind must be cosine or noam, not '{cfg.schedule.kind}'")
         if cfg.batching.features not in ("auto", "feats", "wav"):
             raise KocallError(f"{source}: batching.features must be auto, feats or wav")
+        model_family(cfg.arch)   # an unknown arch fails here, naming the known ones
+        if cfg.finetune.cache_views < 1:
+            raise KocallError(f"{source}: finetune.cache_views must be >= 1")
         return cfg
 
 
@@ -160,6 +190,7 @@ class RunOptions:
     avg: int | None = None
     stop_after_steps: int | None = None   # testing: stop (as if killed) after this global step
     progress: bool = True
+    pretrained: str | None = None         # overrides the config's pretrained.checkpoint
 
 
 # ------------------------------------------------------------------------- distributed
@@ -403,6 +434,19 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------ training run
 
 
+class ForwardFrom(nn.Module):
+    """The model from block `start` on: what a batch of cached frozen-block outputs goes through."""
+
+    def __init__(self, model: nn.Module, start: int) -> None:
+        super().__init__()
+        self.model = model
+        self.start = start
+
+    def forward(self, hidden: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_from(hidden, lens, self.start)
+
+
+
 class Trainer:
     """Holds everything of one training run; `run()` trains and writes the final model dir."""
 
@@ -414,6 +458,9 @@ class Trainer:
             self.cfg.training.max_minutes = opts.max_minutes
         if opts.avg is not None:
             self.cfg.training.avg = opts.avg
+        if opts.pretrained is not None:
+            self.cfg.pretrained.checkpoint = opts.pretrained
+        self.family = model_family(self.cfg.arch)
         torch.set_num_threads(max(1, opts.nj))
         if opts.device == "cuda" and not torch.cuda.is_available():
             raise KocallError("--device cuda: no CUDA device is available (use --device cpu)")
@@ -451,16 +498,17 @@ class Trainer:
                               "set batching.features to auto or wav")
         shift = float(self.features_cfg.get("frame_shift_ms", 10.0)) / 1000
         win = float(self.features_cfg.get("frame_length_ms", 25.0)) / 1000
-        cmvn = load_cmvn_stats(self.cmvn_path)
+        # A family whose front end normalises itself (Whisper) gets no CMVN; its model dir
+        # carries an identity cmvn.json so that every decoder applies the same rule.
+        cmvn = load_cmvn_stats(self.cmvn_path) if self.family.uses_cmvn else None
         fbank_cfg = self._fbank_config() if use_wav else None
         encode = self.tokenizer.encode
         train_entries = load_entries(train_dir, encode, use_wav, shift, win)
-        self.n_mels = int(cmvn[0].shape[0])
+        self.n_mels = int(cmvn[0].shape[0]) if cmvn is not None else int(self.features_cfg.get("n_mels", 80))
         self.vocab_size = len(self.tokenizer)
-        # Model config is needed to know how many frames survive subsampling.
-        model_cfg = dict(self.cfg.model, n_mels=self.n_mels, vocab_size=self.vocab_size)
-        self.model_cfg = ConformerConfig.from_dict(model_cfg)
-        probe = ConformerCTC(self.model_cfg).subsampling
+        # A probe of the model says which utterances fit CTC after subsampling.
+        self.model_cfg = self.family.model_config(self.cfg, self.n_mels, self.vocab_size)
+        probe = self.family.build(self.model_cfg)
         min_speed = aug.min_speed if use_wav else 1.0
         frames_out = lambda n: int(probe.output_lengths(torch.tensor(int(n / min_speed))))  # noqa: E731
         self.train_entries = filter_trainable(train_entries, frames_out, str(train_dir))
@@ -489,24 +537,48 @@ class Trainer:
         return FbankConfig(**{k: v for k, v in self.features_cfg.items() if k in known})
 
     def _prepare_model(self) -> None:
-        self.model = ConformerCTC(self.model_cfg).to(self.device)
+        # Built after the probe, as always: the same seed gives the same initial weights as before.
+        self.model = self.family.build(self.model_cfg)
+        self.init_source = self.family.initialise(self.model, self.cfg)
+        if self.init_source and self.dist.is_main:
+            log.info("%s", self.init_source)
+        self.model = self.model.to(self.device)
         opt = self.cfg.optim
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            # No weight decay on biases and norm gains (standard AdamW practice).
-            (no_decay if param.ndim <= 1 else decay).append(param)
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}],
+        self.optimizer = torch.optim.AdamW(self.family.param_groups(self.model, self.cfg),
                                            lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.cfg.schedule, self.total_steps))
         use_scaler = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.ddp_model: nn.Module = self.model
+        # What a batch goes through: the whole model, or (frozen part cached) its upper part.
+        self.forward_module: nn.Module = self.model
+        cached = self.family.cached_blocks(self.cfg)
+        if cached is not None:
+            self._use_hidden_cache(cached)
+        self.ddp_model: nn.Module = self.forward_module
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
         self.state = TrainState()
+
+    def _use_hidden_cache(self, blocks: int) -> None:
+        """Replace the train/dev sets by cached outputs of the frozen front end and blocks [0, blocks).
+
+        Views: 0 is the clean input; views 1.. draw waveform and SpecAugment augmentation from
+        `augment:` (one generator per view and utterance), so augmentation still reaches the
+        trained layers; training picks a view per utterance and batch and adds time masks on
+        the cached frames. The cache is deterministic and kept in EXP_DIR/cache for resumes.
+        """
+        views = self.cfg.finetune.cache_views
+        cache_dir = self.exp_dir / "cache"
+        common = dict(model=self.model, blocks=blocks, device=self.device, seed=self.opts.seed,
+                      progress=self.opts.progress and self.dist.is_main)
+        self.train_set = CachedHiddenSet(
+            build_hidden_cache(self.train_set, views, cache_dir / "train", **common), self.train_entries,
+            self.cfg.augment.spec_augment, self.opts.seed)
+        self.dev_set = CachedHiddenSet(build_hidden_cache(self.dev_set, 1, cache_dir / "dev", **common),
+                                       self.dev_entries, None, self.opts.seed)
+        self.forward_module = ForwardFrom(self.model, blocks)
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         batches = make_batches(self.train_lengths, self.cfg.batching.max_frames, self.opts.seed, epoch,
@@ -631,7 +703,7 @@ class Trainer:
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
         if self.dist.is_main:
-            dev_loss, dev_cer = evaluate(self.model, self.dev_set, self.dev_batches, self.device,
+            dev_loss, dev_cer = evaluate(self.forward_module, self.dev_set, self.dev_batches, self.device,
                                          self.tokenizer.decode, self.amp_dtype)
             self.state.epoch_results.append({"epoch": self.state.epoch, "step": self.state.step,
                                              "dev_loss": dev_loss, "dev_cer": dev_cer})
@@ -685,15 +757,28 @@ class Trainer:
                         "epochs_completed": self.state.epoch, "train_seconds": round(self.state.elapsed, 1),
                         "candidates": {c["name"]: round(c["dev_cer"], 3) for c in candidates},
                         "model_conf": Path(self.opts.model_conf).name, "seed": self.opts.seed}
-            config = make_config(self.model_cfg.to_dict(), self.features_cfg, training)
+            if self.init_source:
+                training["initialised_from"] = self.init_source
+            subsampling = round(1000 / int(self.model.output_lengths(torch.tensor(1000))))
+            config = make_config(self.family.arch, self.model_cfg, self.features_cfg, subsampling, training)
             save_model_dir(self.exp_dir / "final", self.model, config, self.opts.lang_dir,
-                           self.cmvn_path, self.fbank_path)
+                           self._model_cmvn_path(), self.fbank_path)
             self._flush_logs()
             summary.update(training)
             log.info("final model: %s (dev CER %.2f%%) -> %s", best["name"], best["dev_cer"], self.exp_dir / "final")
         if self.dist.world_size > 1:
             dist.barrier()
         return summary
+
+    def _model_cmvn_path(self) -> Path:
+        """train/cmvn.json, or for a self-normalising front end an identity one (mean 0, std 1)."""
+        if self.family.uses_cmvn:
+            return self.cmvn_path
+        path = self.exp_dir / "identity_cmvn.json"
+        with atomic_write(path) as handle:
+            handle.write(json.dumps({"mean": [0.0] * self.n_mels, "std": [1.0] * self.n_mels, "frames": 0,
+                                     "identity": True}) + "\n")
+        return path
 
     def _candidates(self, partial: bool) -> list[dict]:
         """Best epoch, average of the last `avg` epochs, and (after a time stop) the last weights."""
@@ -720,7 +805,7 @@ class Trainer:
     def _scored(self, name: str, rank: int, weights: dict) -> dict:
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(weights)
-        dev_loss, dev_cer = evaluate(self.model, self.dev_set, self.dev_batches, self.device,
+        dev_loss, dev_cer = evaluate(self.forward_module, self.dev_set, self.dev_batches, self.device,
                                      self.tokenizer.decode, self.amp_dtype)
         self.model.load_state_dict(saved)
         return {"name": name, "rank": rank, "dev_cer": dev_cer, "dev_loss": dev_loss, "weights": weights}
@@ -747,15 +832,17 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--stop-after-steps", type=int, default=None,
               help="stop after this global step as if killed (for testing resume)")
 @click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
+@click.option("--pretrained", default=None,
+              help="pretrained checkpoint (overrides the model config's pretrained.checkpoint)")
 @allow_pipes_option
 def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, nj: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
-              no_progress: bool) -> None:
-    """Train a Conformer-CTC model; kill and rerun to resume."""
+              no_progress: bool, pretrained: str | None) -> None:
+    """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
     opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
-                      stop_after_steps, progress=not no_progress)
+                      stop_after_steps, progress=not no_progress, pretrained=pretrained)
     summary = run_training(opts)
     if "stopped_at_step" not in summary and summary.get("source"):
         click.echo(f"{exp_dir}/final: {summary['source']}, dev CER {summary['dev_cer']:.2f}% "

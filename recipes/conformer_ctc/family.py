@@ -1,0 +1,41 @@
+"""Conformer-CTC's hooks for the shared trainer (kocall.models.ModelFamily)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from kocall.conformer_ctc.model import ARCH, ConformerConfig, ConformerCTC
+
+
+def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norm gains (standard practice)."""
+    decay, no_decay = [], []
+    for _, param in named_params:
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr": lr},
+                        {"params": no_decay, "weight_decay": 0.0, "lr": lr}) if g["params"]]
+
+
+class ConformerFamily:
+    arch = ARCH
+    uses_cmvn = True
+
+    def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
+        return ConformerConfig.from_dict(dict(cfg.model, n_mels=n_mels, vocab_size=vocab_size)).to_dict()
+
+    def build(self, model_cfg: dict) -> nn.Module:
+        return ConformerCTC(ConformerConfig.from_dict(dict(model_cfg)))
+
+    def initialise(self, model: nn.Module, cfg: Any) -> str | None:
+        return None   # trained from scratch
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
+        return decay_groups(model.named_parameters(), cfg.optim.lr, cfg.optim.weight_decay)
+
+    def cached_blocks(self, cfg: Any) -> int | None:
+        return None
+
+
+FAMILY = ConformerFamily()

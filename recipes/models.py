@@ -1,0 +1,72 @@
+"""Model families: the one registry that the shared trainer, the model-dir loader, the int8
+exporter and decoding consult, so a new family plugs in without copying any of them.
+
+A family is a module under kocall/<arch>/ with `ARCH`, `build_model(config)` (a config.json-
+style dict -> nn.Module whose forward is `(feats, feat_lens) -> (log_probs, out_lens)`) and a
+`family.py` defining `FAMILY`, an object with the training hooks below (see ModelFamily).
+config.json's "arch" names the family; a dir without one is a Conformer-CTC (the first family).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from torch import nn
+
+from kocall.errors import KocallError
+
+DEFAULT_ARCH = "conformer_ctc"
+FAMILY_MODULES = {"conformer_ctc": "kocall.conformer_ctc.family", "whisper_ctc": "kocall.whisper_ctc.family"}
+
+
+class ModelFamily(Protocol):
+    """What the shared trainer asks of a family (kocall.conformer_ctc.train.Trainer)."""
+
+    arch: str
+    uses_cmvn: bool   # False: the front end normalises itself; the model dir gets an identity cmvn.json
+
+    def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
+        """The complete `model` dict of config.json (hyper-parameters + data dims + pretrained dims)."""
+
+    def build(self, model_cfg: dict) -> nn.Module: ...
+
+    def initialise(self, model: nn.Module, cfg: Any) -> str | None:
+        """Load pretrained weights into a fresh model; returns a line saying from where (or None)."""
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
+        """AdamW parameter groups (frozen parameters left out, per-group lr and weight decay)."""
+
+    def cached_blocks(self, cfg: Any) -> int | None:
+        """None, or K: the frozen front end and blocks [0, K) are computed once per cached view
+        (`model.frozen_front`) and training runs `model.forward_from(hidden, lens, K)`."""
+
+
+def family(arch: str | None) -> ModelFamily:
+    arch = arch or DEFAULT_ARCH
+    if arch not in FAMILY_MODULES:
+        raise KocallError(f"model config: unknown arch '{arch}'; known: {sorted(FAMILY_MODULES)}")
+    return importlib.import_module(FAMILY_MODULES[arch]).FAMILY
+
+
+def arch_of(config: dict) -> str:
+    """The family a config.json dict belongs to."""
+    arch = config.get("arch", DEFAULT_ARCH) if isinstance(config, dict) else DEFAULT_ARCH
+    if arch not in FAMILY_MODULES:
+        raise KocallError(f"model config: unknown arch '{arch}'; known: {sorted(FAMILY_MODULES)}")
+    return arch
+
+
+def build_model(config: dict) -> nn.Module:
+    """Any family's model from a config.json dict (dispatch on "arch")."""
+    return family(arch_of(config)).build(config["model"] if "model" in config else config)
+
+
+def make_config(arch: str, model_cfg: dict, features: dict, subsampling: int, training: dict | None = None) -> dict:
+    """The config.json dict of a float model dir (`subsampling`: input frames per output frame)."""
+    return {"arch": arch, "model": dict(model_cfg), "vocab_size": int(model_cfg["vocab_size"]),
+            "features": dict(features), "subsampling": int(subsampling), "quantized": False,
+            "training": dict(training or {})}
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,149 @@
+"""Pretrained Whisper encoder weights: OpenAI's checkpoint format (and Hugging Face's).
+
+OpenAI's format is what `openai-whisper` caches (`~/.cache/whisper/base.pt`): a dict
+`{"dims": {...ModelDimensions...}, "model_state_dict": {name: tensor}}` whose encoder
+tensors are named `encoder.*` (an encoder-only file carries just those). It is read with
+`torch.load(weights_only=True)`: a checkpoint from elsewhere is data, never code.
+
+Hugging Face's `openai/whisper-*` `model.safetensors` uses other names
+(`model.encoder.layers.N.self_attn.q_proj.weight`, ...); `hf_to_openai_names` maps them,
+and the dims are inferred from the tensor shapes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from kocall.errors import KocallError
+
+HOW_TO_GET = ("get Whisper's weights in OpenAI's format (openai-whisper caches them as "
+              "~/.cache/whisper/<size>.pt; `python -c \"import whisper; whisper.load_model('base')\"`) "
+              "or Hugging Face's openai/whisper-<size> model.safetensors, and give its path")
+DIM_KEYS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer")
+
+
+def default_checkpoint_candidates(size: str) -> list[Path]:
+    """Where a checkpoint of `size` is looked for when the config names none that exists."""
+    shared = Path(os.environ.get("KOCALL_SHARED", "../shared"))
+    return [shared / "models" / f"whisper-{size}" / "encoder.pt",
+            Path.home() / ".cache" / "whisper" / f"{size}.pt"]
+
+
+def resolve_checkpoint(path: str | None, size: str) -> Path:
+    """The checkpoint file to initialise from; one clear line when there is none."""
+    if path:
+        found = Path(path).expanduser()
+        if not found.is_file():
+            raise KocallError(f"pretrained checkpoint '{found}' is missing: {HOW_TO_GET}")
+        return found
+    for candidate in default_checkpoint_candidates(size):
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(f"'{c}'" for c in default_checkpoint_candidates(size))
+    raise KocallError(f"no Whisper-{size} checkpoint found (tried {tried}): {HOW_TO_GET}")
+
+
+def hf_to_openai_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face WhisperModel encoder names -> OpenAI's (`encoder.*`)."""
+    fixed = {"model.encoder.conv1": "encoder.conv1", "model.encoder.conv2": "encoder.conv2",
+             "model.encoder.layer_norm": "encoder.ln_post",
+             "model.encoder.embed_positions.weight": "encoder.positional_embedding"}
+    in_block = {"self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
+                "self_attn.out_proj": "attn.out", "self_attn_layer_norm": "attn_ln", "fc1": "mlp.0",
+                "fc2": "mlp.2", "final_layer_norm": "mlp_ln"}
+    mapped = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("model.") if key.startswith("model.model.") else key
+        if not key.startswith("model.encoder."):
+            continue
+        for old, new in fixed.items():
+            if key == old or key.startswith(old + "."):
+                mapped[new + key[len(old):]] = tensor
+                break
+        else:
+            layer, _, rest = key.removeprefix("model.encoder.layers.").partition(".")
+            for old, new in in_block.items():
+                if rest.startswith(old + "."):
+                    mapped[f"encoder.blocks.{layer}.{new}{rest[len(old):]}"] = tensor
+                    break
+    return mapped
+
+
+def dims_from_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, int]:
+    """Encoder dims from tensor shapes (for files without a `dims` entry)."""
+    try:
+        n_state, n_mels, _ = state["encoder.conv1.weight"].shape
+        layers = {int(k.split(".")[2]) for k in state if k.startswith("encoder.blocks.")}
+    except (KeyError, ValueError):
+        raise KocallError(f"file '{source}': no Whisper encoder tensors (encoder.conv1.weight ...) in it") from None
+    head_dim = 64  # every Whisper size uses 64-dimensional heads
+    return {"n_mels": int(n_mels), "n_audio_ctx": 1500, "n_audio_state": int(n_state),
+            "n_audio_head": int(n_state) // head_dim, "n_audio_layer": len(layers)}
+
+
+def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """(encoder dims, `encoder.*` tensors as float32) from an OpenAI .pt or a HF .safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise KocallError(f"pretrained checkpoint '{path}' is missing: {HOW_TO_GET}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise KocallError(f"file '{path}': reading .safetensors needs `pip install safetensors`") from None
+        try:
+            state = hf_to_openai_names(load_file(str(path)))
+        except Exception as err:  # noqa: BLE001 - any parse failure is a bad file, said in one line
+            raise KocallError(f"file '{path}': not a readable safetensors file ({type(err).__name__})") from None
+        dims = dims_from_state(state, path)
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise KocallError(f"file '{path}': not a weights-only torch checkpoint ({first[:160]})") from None
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
+            raise KocallError(f"file '{path}': not an OpenAI Whisper checkpoint "
+                              f"(expected {{'dims': ..., 'model_state_dict': ...}})")
+        state = {k: v for k, v in ckpt["model_state_dict"].items() if k.startswith("encoder.")}
+        dims = ckpt.get("dims") if isinstance(ckpt.get("dims"), dict) else dims_from_state(state, path)
+    missing = [k for k in DIM_KEYS if not isinstance(dims.get(k), int)]
+    if missing:
+        raise KocallError(f"file '{path}': dims lack {missing}")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad or not state:
+        raise KocallError(f"file '{path}': no encoder tensors" if not state else f"file '{path}': '{bad[0]}' is not a tensor")
+    return {k: int(dims[k]) for k in DIM_KEYS}, {k: v.float() for k, v in state.items()}
+
+
+def init_from_checkpoint(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> int:
+    """Copy every encoder tensor of `state` into `model`; every encoder parameter must be covered.
+
+    Returns the number of tensors copied. The positional table is a fixed function of the
+    dims: a checkpoint whose table differs (not Whisper's sinusoids) is refused.
+    """
+    own = model.state_dict()
+    pos_key = "encoder.positional_embedding"
+    if pos_key in state:
+        ours = model.encoder.positional_embedding
+        theirs = state[pos_key]
+        if theirs.shape != ours.shape or not torch.allclose(theirs, ours, atol=2e-3):
+            raise KocallError(f"file '{source}': its positional embedding is not Whisper's sinusoids "
+                              f"of shape {tuple(ours.shape)}")
+    wanted = sorted(k for k in own if k.startswith("encoder."))
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        raise KocallError(f"file '{source}': {len(missing)} encoder tensor(s) missing, e.g. '{missing[0]}'")
+    unknown = sorted(set(state) - set(own) - {pos_key})
+    if unknown:
+        raise KocallError(f"file '{source}': tensor '{unknown[0]}' is not part of the Whisper encoder")
+    for key in wanted:
+        if state[key].shape != own[key].shape:
+            raise KocallError(f"file '{source}': tensor '{key}' has shape {tuple(state[key].shape)}, "
+                              f"the model expects {tuple(own[key].shape)}")
+    with torch.no_grad():
+        for key in wanted:
+            own[key].copy_(state[key])
+    return len(wanted)

@@ -1,0 +1,189 @@
+"""Whisper-encoder CTC family: checkpoint loading, the encoder against a reference
+computation, padding independence, training through the shared trainer, bad checkpoints.
+
+Tests that need Whisper base's real weights read ../shared/models/whisper-base/encoder.pt
+(KOCALL_SHARED moves it) and skip with a message where it is absent; the others build a
+tiny randomly initialised encoder and save it in OpenAI's checkpoint format.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from kocall.errors import KocallError
+from kocall.whisper_ctc.checkpoint import (hf_to_openai_names, init_from_checkpoint, load_encoder_checkpoint,
+                                           resolve_checkpoint)
+from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig, build_model, sinusoids
+
+SHARED = Path(os.environ.get("KOCALL_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
+REAL = SHARED / "models" / "whisper-base" / "encoder.pt"
+TINY_DIMS = {"n_mels": 16, "n_audio_ctx": 64, "n_audio_state": 32, "n_audio_head": 4, "n_audio_layer": 2}
+
+
+def tiny_openai_checkpoint(path: Path, seed: int = 0, dims: dict | None = None) -> dict[str, torch.Tensor]:
+    """A random Whisper encoder saved as openai-whisper saves a model: {"dims", "model_state_dict"}."""
+    dims = dict(dims or TINY_DIMS)
+    torch.manual_seed(seed)
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=5, **dims))
+    for param in model.parameters():   # not the default init: a mapping mistake cannot hide
+        torch.nn.init.normal_(param, std=0.2)
+    state = {k: v.clone().half() for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    state["encoder.positional_embedding"] = sinusoids(dims["n_audio_ctx"], dims["n_audio_state"]).half()
+    # The full model's decoder tensors are in the same file: the loader must skip them.
+    state["decoder.token_embedding.weight"] = torch.zeros(7, dims["n_audio_state"]).half()
+    full_dims = dict(dims, n_vocab=7, n_text_ctx=8, n_text_state=dims["n_audio_state"], n_text_head=4, n_text_layer=1)
+    torch.save({"dims": full_dims, "model_state_dict": state}, path)
+    return state
+
+
+def reference_encoder(state: dict[str, torch.Tensor], n_head: int, mel: torch.Tensor) -> torch.Tensor:
+    """Whisper's AudioEncoder.forward written out from OpenAI's code, on raw state-dict tensors.
+
+    mel (n_mels, T) -> (ceil(T/2), d). Attention as Whisper computes it: q and k each scaled by
+    d_head ** -0.25, softmax in float32."""
+    s = {k.removeprefix("encoder."): v.float() for k, v in state.items() if k.startswith("encoder.")}
+    x = F.gelu(F.conv1d(mel[None], s["conv1.weight"], s["conv1.bias"], padding=1))
+    x = F.gelu(F.conv1d(x, s["conv2.weight"], s["conv2.bias"], stride=2, padding=1))[0].T
+    x = x + s["positional_embedding"][: x.shape[0]]
+    n_layer = len({k.split(".")[1] for k in s if k.startswith("blocks.")})
+    d = x.shape[1]
+    ln = lambda y, p: F.layer_norm(y, (d,), s[p + ".weight"], s[p + ".bias"])  # noqa: E731
+    for i in range(n_layer):
+        p = f"blocks.{i}."
+        h = ln(x, p + "attn_ln")
+        q = h @ s[p + "attn.query.weight"].T + s[p + "attn.query.bias"]
+        k = h @ s[p + "attn.key.weight"].T
+        v = h @ s[p + "attn.value.weight"].T + s[p + "attn.value.bias"]
+        scale = (d // n_head) ** -0.25
+        q = q.view(-1, n_head, d // n_head).transpose(0, 1) * scale
+        k = k.view(-1, n_head, d // n_head).permute(1, 2, 0) * scale
+        v = v.view(-1, n_head, d // n_head).transpose(0, 1)
+        w = torch.softmax(q @ k, dim=-1)
+        a = (w @ v).transpose(0, 1).reshape(-1, d)
+        x = x + a @ s[p + "attn.out.weight"].T + s[p + "attn.out.bias"]
+        h = ln(x, p + "mlp_ln")
+        h = F.gelu(h @ s[p + "mlp.0.weight"].T + s[p + "mlp.0.bias"])
+        x = x + h @ s[p + "mlp.2.weight"].T + s[p + "mlp.2.bias"]
+    return ln(x, "ln_post")
+
+
+def encoder_output(model: WhisperCTC, mel: torch.Tensor) -> torch.Tensor:
+    x, lens = model.frozen_front(mel.T[None], torch.tensor([mel.shape[1]]), len(model.encoder.blocks))
+    return model.encoder.ln_post(x)[0]
+
+
+def test_openai_checkpoint_maps_every_tensor(tmp_path: Path) -> None:
+    state = tiny_openai_checkpoint(tmp_path / "tiny.pt")
+    dims, loaded = load_encoder_checkpoint(tmp_path / "tiny.pt")
+    assert dims == TINY_DIMS
+    assert "decoder.token_embedding.weight" not in loaded
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=9, **dims))
+    copied = init_from_checkpoint(model, loaded, tmp_path / "tiny.pt")
+    encoder_keys = [k for k in model.state_dict() if k.startswith("encoder.")]
+    assert copied == len(encoder_keys) == len(state) - 2   # all but the positions (a buffer) and the decoder
+    for key in encoder_keys:
+        assert torch.equal(model.state_dict()[key], state[key].float()), key
+    # The model computes what Whisper's own encoder computes with those tensors.
+    mel = torch.randn(TINY_DIMS["n_mels"], 37)
+    with torch.no_grad():
+        ours = encoder_output(model.eval(), mel)
+        ref = reference_encoder(state, TINY_DIMS["n_audio_head"], mel)
+    assert ours.shape == (19, TINY_DIMS["n_audio_state"])
+    assert torch.allclose(ours, ref, atol=1e-4), float((ours - ref).abs().max())
+
+
+def test_hugging_face_names_map_to_openai_names(tmp_path: Path) -> None:
+    state = tiny_openai_checkpoint(tmp_path / "tiny.pt")
+    inverse = {"attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj", "attn.value": "self_attn.v_proj",
+               "attn.out": "self_attn.out_proj", "attn_ln": "self_attn_layer_norm", "mlp.0": "fc1", "mlp.2": "fc2",
+               "mlp_ln": "final_layer_norm"}
+    hf = {}
+    for key, tensor in state.items():
+        if not key.startswith("encoder."):
+            hf["model.decoder.x"] = tensor
+            continue
+        rest = key.removeprefix("encoder.")
+        if rest.startswith("blocks."):
+            _, layer, tail = rest.split(".", 2)
+            for ours, theirs in inverse.items():
+                if tail.startswith(ours + "."):
+                    tail = theirs + tail[len(ours):]
+            hf[f"model.encoder.layers.{layer}.{tail}"] = tensor
+        else:
+            rest = rest.replace("ln_post", "layer_norm").replace("positional_embedding", "embed_positions.weight")
+            hf[f"model.encoder.{rest}"] = tensor
+    mapped = hf_to_openai_names(hf)
+    assert set(mapped) == {k for k in state if k.startswith("encoder.")}
+    assert all(torch.equal(mapped[k], state[k]) for k in mapped)
+
+
+def test_padding_does_not_change_an_utterance() -> None:
+    torch.manual_seed(0)
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=7, extra_layers=1, **TINY_DIMS)).eval()
+    a, b = torch.randn(23, 16), torch.randn(40, 16)
+    batch = torch.zeros(2, 40, 16)
+    batch[0, :23], batch[1] = a, b
+    with torch.no_grad():
+        both, lens = model(batch, torch.tensor([23, 40]))
+        alone, alone_lens = model(a[None], torch.tensor([23]))
+    assert lens.tolist() == [12, 20] and alone_lens.tolist() == [12]
+    assert torch.allclose(both[0, :12], alone[0], atol=1e-5)
+
+
+def test_input_longer_than_the_positions_is_refused() -> None:
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=7, **TINY_DIMS))
+    with pytest.raises(KocallError, match="exceed the encoder's 64 positions"):
+        model(torch.zeros(1, 129, 16), torch.tensor([129]))
+
+
+@pytest.mark.parametrize("problem", ["missing", "garbage", "not a checkpoint", "wrong shape", "missing tensor"])
+def test_bad_checkpoint_gets_one_line_naming_the_file(tmp_path: Path, problem: str) -> None:
+    path = tmp_path / "bad.pt"
+    if problem == "garbage":
+        path.write_bytes(b"\x80\x02 this is not a checkpoint")
+    elif problem == "not a checkpoint":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif problem in ("wrong shape", "missing tensor"):
+        state = tiny_openai_checkpoint(path)
+        if problem == "wrong shape":
+            state["encoder.conv2.weight"] = torch.zeros(32, 32, 5)
+        else:
+            del state["encoder.blocks.1.mlp.2.bias"]
+        torch.save({"dims": TINY_DIMS, "model_state_dict": state}, path)
+    with pytest.raises(KocallError) as err:
+        dims, state = load_encoder_checkpoint(path)
+        init_from_checkpoint(WhisperCTC(WhisperCTCConfig(vocab_size=5, **TINY_DIMS)), state, path)
+    message = err.value.format_message()
+    assert str(path) in message and "\n" not in message
+    if problem == "missing":
+        assert "openai-whisper" in message   # says how to get it
+
+
+def test_missing_default_checkpoint_says_where_it_looked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KOCALL_SHARED", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(KocallError, match=r"no Whisper-tiny checkpoint found \(tried .*whisper-tiny/encoder.pt"):
+        resolve_checkpoint(None, "tiny")
+
+
+@pytest.mark.skipif(not REAL.is_file(), reason=f"Whisper base weights absent ({REAL}); see the README")
+def test_real_whisper_base_encoder_matches_the_reference() -> None:
+    dims, state = load_encoder_checkpoint(REAL)
+    assert dims == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 512, "n_audio_head": 8, "n_audio_layer": 6}
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=11, **dims)).eval()
+    assert init_from_checkpoint(model, state, REAL) == 96   # 97 in the file: the positions are a buffer
+    raw = torch.load(REAL, weights_only=True)["model_state_dict"]
+    mel = torch.randn(80, 301, generator=torch.Generator().manual_seed(1)) * 0.5
+    with torch.no_grad():
+        ours = encoder_output(model, mel)
+        ref = reference_encoder(raw, 8, mel)
+    assert ours.shape == (151, 512)
+    assert float((ours - ref).abs().max()) < 2e-3 * float(ref.abs().max())
