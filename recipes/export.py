@@ -357,7 +357,7 @@ def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: 
 
 
 def _default_build() -> BuildFn:
-    from kocall.conformer_ctc.model import build_model
+    from kocall.models import build_model   # any family, by config.json "arch"
 
     return build_model
 
