@@ -1,7 +1,8 @@
 """Feature stage: fused log-mel filterbank features (kocall_kernels.fbank) and global CMVN.
 
     wav_to_fbank(samples, sample_rate, fbank_cfg) -> (T, n_mels) float32   # one utterance
-    make_feats(data_dir, conf, nj=2, device="cpu")   # wav.scp -> feats.scp + ark shards
+    make_feats(data_dir, conf, nj=2, device="cpu", cmd=None)  # wav.scp -> feats.scp + ark shards
+    make_feats_job(data_dir, conf, nj, job)          # one shard, as a run.pl/slurm.pl job
     compute_cmvn(data_dir)                           # feats.scp -> cmvn.json
 
 `make_feats` writes, for a data dir DATA:
@@ -274,8 +275,9 @@ def _drain(progress_queue, bar) -> None:
 # ------------------------------------------------------------------ the stage
 def split_jobs(utts: list[tuple[str, str]], nj: int) -> list[list[tuple[str, str]]]:
     """nj contiguous shards of near-equal size (fewer when there are fewer utterances)."""
-    n = max(1, min(nj, len(utts)))
-    return [utts[i * len(utts) // n: (i + 1) * len(utts) // n] for i in range(n)]
+    from kocall.jobs import split_contiguous
+
+    return split_contiguous(utts, nj)
 
 
 def _read_wav_scp(data_dir: Path) -> list[tuple[str, str]]:
@@ -309,8 +311,12 @@ def _fbank_yaml_text(conf: FbankLike, cfg: FbankConfig) -> str:
 
 
 def make_feats(data_dir: str | os.PathLike, conf: FbankLike, nj: int = 2, device: str = "cpu",
-               allow_pipes: bool | None = None, show_progress: bool = True) -> dict[str, int]:
-    """The feature stage for one data dir (see the module docstring); returns utt -> frames."""
+               allow_pipes: bool | None = None, show_progress: bool = True, cmd: str | None = None) -> dict[str, int]:
+    """The feature stage for one data dir (see the module docstring); returns utt -> frames.
+
+    cmd None: the shards are computed in this process (or a process pool); cmd "run.pl",
+    "slurm.pl --mem 4G"...: one job per shard through that backend (`make_feats_job`), logs in
+    DATA/log/make_fbank.<n>.log. Both write the same bytes."""
     data_dir = Path(data_dir)
     cfg = load_fbank_config(conf)
     backend = _check_device(device)
@@ -324,21 +330,14 @@ def make_feats(data_dir: str | os.PathLike, conf: FbankLike, nj: int = 2, device
             (data_dir / name).unlink()
     ark_dir = (data_dir / "data").resolve()
     ark_dir.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    try:
-        for index, shard in enumerate(split_jobs(utts, nj), 1):
-            fd, tmp = tempfile.mkstemp(prefix=f".feats.{index}.ark.", suffix=".tmp", dir=ark_dir)
-            os.close(fd)
-            jobs.append(Job(index, shard, tmp, cfg, backend, allow_pipes))
-        results = run_jobs(jobs, nj, show_progress)
-        final = {job.index: ark_dir / f"feats.{job.index}.ark" for job in jobs}
-        for job in jobs:
-            os.replace(job.ark_tmp, final[job.index])
-    except BaseException:
-        for job in jobs:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(job.ark_tmp)
-        raise
+    shards = split_jobs(utts, nj)
+    if cmd is None:
+        results, tmps = _run_in_process(shards, ark_dir, cfg, backend, allow_pipes, nj, show_progress)
+    else:
+        results, tmps = _run_dispatched(data_dir, yaml_text, len(shards), device, allow_pipes, cmd, ark_dir)
+    final = {index: ark_dir / f"feats.{index}.ark" for index in tmps}
+    for index, tmp in tmps.items():
+        os.replace(tmp, final[index])
     _remove_stale_shards(ark_dir, set(final.values()))
     frames = {u: n for r in results for u, n in r.frames.items()}
     scp = {u: f"{final[r.index]}:{off}" for r in results for u, off in r.offsets}
@@ -349,6 +348,90 @@ def make_feats(data_dir: str | os.PathLike, conf: FbankLike, nj: int = 2, device
     with atomic_write(data_dir / "feats.scp") as handle:  # last: its presence means "complete"
         handle.writelines(f"{u} {scp[u]}\n" for u, _ in utts)
     return frames
+
+
+def _run_in_process(shards: list[list[tuple[str, str]]], ark_dir: Path, cfg: FbankConfig, backend: str,
+                    allow_pipes: bool | None, nj: int, show_progress: bool) -> tuple[list[JobResult], dict[int, str]]:
+    """Every shard computed here (or in a process pool) into temp arks; (results, index -> temp ark)."""
+    jobs = []
+    try:
+        for index, shard in enumerate(shards, 1):
+            fd, tmp = tempfile.mkstemp(prefix=f".feats.{index}.ark.", suffix=".tmp", dir=ark_dir)
+            os.close(fd)
+            jobs.append(Job(index, shard, tmp, cfg, backend, allow_pipes))
+        return run_jobs(jobs, nj, show_progress), {job.index: job.ark_tmp for job in jobs}
+    except BaseException:
+        for job in jobs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(job.ark_tmp)
+        raise
+
+
+# ------------------------------------------------------------------ one shard as a job (--cmd)
+def _job_files(ark_dir: Path, index: int, n: int) -> tuple[Path, Path]:
+    """Where job `index` of `n` writes its ark and then, last, its index (utt offset frames)."""
+    return ark_dir / f".feats.{index}.of{n}.ark.tmp", ark_dir / f".feats.{index}.of{n}.index.tmp"
+
+
+def make_feats_job(data_dir: str | os.PathLike, conf: FbankLike, nj: int, job: int, device: str = "cpu",
+                   allow_pipes: bool | None = None) -> int:
+    """Job `job` of `nj` (1-based): its shard's features into a temp ark beside the final one,
+    then its index file; `make_feats(cmd=...)` renames them when every job has succeeded.
+    Returns the number of utterances."""
+    data_dir = Path(data_dir)
+    cfg = load_fbank_config(conf)
+    backend = _check_device(device)
+    shards = split_jobs(_read_wav_scp(data_dir), nj)
+    if not 1 <= job <= len(shards):
+        raise KocallError(f"--job {job}: {data_dir} splits into {len(shards)} jobs with --nj {nj}")
+    ark_dir = (data_dir / "data").resolve()
+    ark_dir.mkdir(parents=True, exist_ok=True)
+    ark_tmp, index_tmp = _job_files(ark_dir, job, len(shards))
+    try:
+        result = run_job(Job(job, shards[job - 1], str(ark_tmp), cfg, backend, allow_pipes))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ark_tmp)
+        raise
+    with atomic_write(index_tmp) as handle:
+        handle.writelines(f"{u} {off} {result.frames[u]}\n" for u, off in result.offsets)
+    return len(result.offsets)
+
+
+def _run_dispatched(data_dir: Path, yaml_text: str, n: int, device: str, allow_pipes: bool | None, cmd: str,
+                    ark_dir: Path) -> tuple[list[JobResult], dict[int, str]]:
+    """n `make-feats --job J` jobs through `cmd`; (results, index -> temp ark) once all succeeded.
+    On any failure every job's temp files are removed and the error names the failed jobs."""
+    import sys
+
+    from kocall.jobs import dispatch
+
+    conf_tmp = ark_dir / f".fbank.of{n}.yaml.tmp"   # the jobs read the config the stage was given
+    conf_tmp.write_text(yaml_text, encoding="utf-8")
+    argv = [sys.executable, "-m", "kocall.cli", "make-feats", "--job", "JOB", "--nj", str(n), "--conf", str(conf_tmp),
+            "--device", device, *(["--allow-pipes"] if allow_pipes else []), str(data_dir)]
+    try:
+        dispatch(cmd, n, data_dir / "log" / "make_fbank.JOB.log", argv, f"make-feats {data_dir}")
+        results, tmps = [], {}
+        for index in range(1, n + 1):
+            ark_tmp, index_tmp = _job_files(ark_dir, index, n)
+            if not (ark_tmp.is_file() and index_tmp.is_file()):
+                raise KocallError(f"make-feats {data_dir}: job {index} of {n} reported success but left no "
+                                  f"'{index_tmp}' (log: {data_dir / 'log' / f'make_fbank.{index}.log'})")
+            rows = [line.split(" ") for line in index_tmp.read_text(encoding="utf-8").splitlines()]
+            results.append(JobResult(index, [(u, int(off)) for u, off, _ in rows], {u: int(f) for u, _, f in rows}))
+            tmps[index] = str(ark_tmp)
+        for index in range(1, n + 1):
+            _job_files(ark_dir, index, n)[1].unlink()
+        return results, tmps
+    except BaseException:
+        for index in range(1, n + 1):
+            for path in _job_files(ark_dir, index, n):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        raise
+    finally:
+        conf_tmp.unlink(missing_ok=True)
 
 
 def _remove_stale_shards(ark_dir: Path, keep: set[Path]) -> None:
@@ -432,8 +515,10 @@ def _wav_inputs(wavs: tuple[str, ...], scp: str | None) -> list[tuple[str, str]]
     if not wavs:
         raise KocallError("no input: give WAV files or --scp wav.scp")
     utts: dict[str, str] = {}
+    from kocall.datadir import utt_id_for_file
+
     for wav in wavs:
-        utt_id = Path(wav).stem
+        utt_id = utt_id_for_file(wav)
         if utt_id in utts:
             raise DataError(f"{where(utt_id, wav)}: two inputs share the id '{utt_id}' (also '{utts[utt_id]}')")
         utts[utt_id] = wav
@@ -511,11 +596,20 @@ def fbank_cmd(conf: str, device: str, scp: str | None, out: str, wavs: tuple[str
               help="fbank yaml (copied into DATA_DIR/fbank.yaml)")
 @click.option("--nj", default=2, show_default=True, type=int, help="parallel jobs (= ark shards)")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES))
-@allow_pipes_option
+@click.option("--allow-pipes", is_flag=True, help="let wav.scp entries be shell pipes (default: KOCALL_ALLOW_PIPES)")
+@click.option("--cmd", default=None, help="run the --nj jobs through a backend: run.pl, 'slurm.pl --mem 4G' "
+              "(default or '': in this process)")
+@click.option("--job", default=None, type=int, help="compute only job J of --nj (what --cmd runs)")
 @click.argument("data_dir", type=click.Path(file_okay=False))
-def make_feats_cmd(conf: str, nj: int, device: str, data_dir: str) -> None:
+def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str | None, job: int | None,
+                   data_dir: str) -> None:
     """Features of a data dir: feats.scp, data/feats.<n>.ark, utt2num_frames, fbank.yaml."""
-    frames = make_feats(data_dir, conf, nj=nj, device=device)
+    if job is not None:
+        count = make_feats_job(data_dir, conf, nj, job, device=device, allow_pipes=True if allow_pipes else None)
+        click.echo(f"{data_dir}: job {job} of {nj}: {count} utterances")
+        return
+    frames = make_feats(data_dir, conf, nj=nj, device=device, allow_pipes=True if allow_pipes else None,
+                        cmd=cmd or None)
     click.echo(f"{data_dir}: {len(frames)} utterances, {sum(frames.values())} frames -> {data_dir}/feats.scp")
 
 

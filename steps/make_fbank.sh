@@ -4,15 +4,18 @@
 #   and turned into float32 (frames, n_mels) features, --nj jobs in parallel, one ark shard each.
 # Writes DATA_DIR/{feats.scp,utt2num_frames,fbank.yaml} and DATA_DIR/data/feats.<n>.ark
 # atomically: a bad utterance stops the stage naming it and its file, leaving no feats.scp.
-# Usage: steps/make_fbank.sh [--nj 2] [--fbank-conf conf/fbank.yaml] [--device cpu|cuda] DATA_DIR
+# The --nj jobs (one shard each) run through --cmd (Kaldi style: run.pl locally, slurm.pl as
+# one Slurm job array), logs in DATA_DIR/log/make_fbank.<n>.log.
+# Usage: steps/make_fbank.sh [--nj 2] [--cmd run.pl] [--fbank-conf conf/fbank.yaml] [--device cpu|cuda] DATA_DIR
 set -euo pipefail
 nj=2
+cmd=run.pl          # run.pl | "slurm.pl [--mem 4G] [--partition P]..." (see conf/slurm.conf)
 fbank_conf=conf/fbank.yaml
 device=cpu
-help_message="Usage: $0 [--nj N] [--fbank-conf FILE] [--device cpu|cuda] DATA_DIR"
-_kocall_option_vars="nj fbank_conf device"
+help_message="Usage: $0 [--nj N] [--cmd run.pl] [--fbank-conf FILE] [--device cpu|cuda] DATA_DIR"
+_kocall_option_vars="nj cmd fbank_conf device"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 1 ]; then echo "$help_message" >&2; exit 1; fi
 . "$(dirname "$0")/../path.sh"
 data=$1
-kocall make-feats --nj "$nj" --conf "$fbank_conf" --device "$device" "$data"
+kocall make-feats --nj "$nj" --cmd "$cmd" --conf "$fbank_conf" --device "$device" "$data"
