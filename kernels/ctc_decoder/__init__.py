@@ -19,8 +19,11 @@ Conventions shared by every implementation (`reference.py` is the specification)
   (default: a per-unit insertion bonus, the usual choice for a syllable LM), else only
   occurrences of `bonus_token` (e.g. the `▁` id: a per-word bonus). The CLI calls the
   weight `--word-bonus` either way.
-* After the last frame the LM's `</s>` score is added, and the N-best list is ranked by
-  the same score. Ties are broken by prefix hash (ascending), so every implementation
+* Hotwords (optional `context`, a `context_graph.ContextGraph`): each hypothesis carries
+  its context state and bonus; the bonus (ln) is added to the score above, every
+  implementation steps the same automaton (see `context_graph` for the rules).
+* After the last frame the LM's `</s>` score is added (and the hotword bonus still held by a
+  half-said phrase is given back), and the N-best list is ranked by the same score. Ties are broken by prefix hash (ascending), so every implementation
   orders candidates identically.
 """
 from __future__ import annotations
@@ -61,3 +64,4 @@ class Hypothesis:
     am_score: float    # acoustic log-prob (ln)
     lm_score: float    # LM log10 probability, `</s>` included (0 without LM)
     frames: list[int] = field(default_factory=list)  # frame of each token's first emission
+    context_score: float = 0.0  # hotword bonus (ln), included in `score`

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from kocall_kernels.ctc_decoder import HASH_INIT, HASH_MULT, LN10, DecoderConfig, Hypothesis
+from kocall_kernels.ctc_decoder.context_graph import context_arrays, context_step
 from kocall_kernels.ngram.cpu import lm_score
 
 _HASH_INIT = np.uint64(HASH_INIT)
@@ -61,7 +62,8 @@ def prune_tokens(row: np.ndarray, blank: int, topk: int, min_logp: float, out_id
 @njit(cache=True, nogil=True)
 def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-               out_tokens, out_frames, out_len, out_score, out_am, out_lm):
+               use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+               out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx):
     """Decode lp[:T] (T, V); write up to nbest hypotheses into the out_* rows; return their count."""
     K = beam
     NC = K * (topk + 1)
@@ -76,6 +78,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
     b_lm = np.empty(K, np.float64)
     b_count = np.empty(K, np.int32)
     b_node = np.empty(K, np.int32)
+    b_cst = np.empty(K, np.int32)     # hotword context state
+    b_ctx = np.empty(K, np.float64)   # hotword bonus so far
     # next beams
     n_hash = np.empty(K, np.uint64)
     n_phash = np.empty(K, np.uint64)
@@ -87,6 +91,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
     n_lm = np.empty(K, np.float64)
     n_count = np.empty(K, np.int32)
     n_node = np.empty(K, np.int32)
+    n_cst = np.empty(K, np.int32)
+    n_ctx = np.empty(K, np.float64)
     # candidates: stays at [0, n_b), extensions at n_b + i * ntok + p
     c_pb = np.empty(NC, np.float64)
     c_pnb = np.empty(NC, np.float64)
@@ -94,6 +100,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
     c_hash = np.empty(NC, np.uint64)
     c_state = np.empty(NC, np.int32)
     c_lm = np.empty(NC, np.float64)
+    c_cst = np.empty(NC, np.int32)
+    c_ctx = np.empty(NC, np.float64)
     c_valid = np.empty(NC, np.bool_)
     tok_ids = np.empty(topk, np.int32)
     merge_into = np.empty(K * topk, np.int32)
@@ -114,6 +122,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
     b_lm[0] = 0.0
     b_count[0] = 0
     b_node[0] = -1
+    b_cst[0] = 0
+    b_ctx[0] = 0.0
 
     for t in range(T):
         row = lp[t]
@@ -160,13 +170,20 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
                 else:
                     c_lm[ci] = b_lm[i]
                     c_state[ci] = b_state[i]
+                if use_ctx:
+                    bonus, cst = context_step(csas, catok, canext, cfail, cscore, cout, croot, b_cst[i], c)
+                    c_ctx[ci] = b_ctx[i] + bonus
+                    c_cst[ci] = cst
+                else:
+                    c_ctx[ci] = 0.0
+                    c_cst[ci] = 0
                 counted = 1 if bonus_token < 0 or c == bonus_token else 0
                 am = pnb
-                c_total[ci] = am + alpha_ln * c_lm[ci] + beta * (b_count[i] + counted)
+                c_total[ci] = am + alpha_ln * c_lm[ci] + beta * (b_count[i] + counted) + c_ctx[ci]
                 c_valid[ci] = am != NEG_INF
         for j in range(n_b):
             am = log_add(c_pb[j], c_pnb[j])
-            c_total[j] = am + alpha_ln * b_lm[j] + beta * b_count[j]
+            c_total[j] = am + alpha_ln * b_lm[j] + beta * b_count[j] + b_ctx[j]
             c_valid[j] = am != NEG_INF
         # top-K by insertion into a sorted list (most candidates fail the first comparison)
         n_sel = 0
@@ -197,6 +214,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
                 n_lm[k] = b_lm[ci]
                 n_count[k] = b_count[ci]
                 n_node[k] = b_node[ci]
+                n_cst[k] = b_cst[ci]
+                n_ctx[k] = b_ctx[ci]
             else:
                 e = ci - n_b
                 i = e // ntok
@@ -208,6 +227,8 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
                 n_state[k] = c_state[ci]
                 n_lm[k] = c_lm[ci]
                 n_count[k] = b_count[i] + (1 if bonus_token < 0 or c == bonus_token else 0)
+                n_cst[k] = c_cst[ci]
+                n_ctx[k] = c_ctx[ci]
                 node_parent[n_nodes] = b_node[i]
                 node_token[n_nodes] = c
                 node_frame[n_nodes] = t
@@ -224,17 +245,22 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
         b_lm, n_lm = n_lm, b_lm
         b_count, n_count = n_count, b_count
         b_node, n_node = n_node, b_node
+        b_cst, n_cst = n_cst, b_cst
+        b_ctx, n_ctx = n_ctx, b_ctx
 
-    # the end-of-sentence LM score, then the N-best by the same order
+    # the end-of-sentence LM score (and the hotword bonus a half-said phrase gives back),
+    # then the N-best by the same order
     for j in range(n_b):
         lm_final = b_lm[j]
         if use_lm:
             l10, st = lm_score(sas, atok, alp, anext, bow, bto, b_state[j], eos_id)
             lm_final += np.float64(l10)
+        ctx_final = b_ctx[j] - np.float64(cscore[b_cst[j]]) if use_ctx else 0.0
         am = log_add(b_pb[j], b_pnb[j])
         c_lm[j] = lm_final
         c_pb[j] = am
-        c_total[j] = am + alpha_ln * lm_final + beta * b_count[j]
+        c_ctx[j] = ctx_final
+        c_total[j] = am + alpha_ln * lm_final + beta * b_count[j] + ctx_final
     n_out = 0
     for j in range(n_b):
         s = c_total[j]
@@ -253,6 +279,7 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
         out_score[k] = c_total[j]
         out_am[k] = c_pb[j]
         out_lm[k] = c_lm[j]
+        out_ctx[k] = c_ctx[j]
         length = b_len[j]
         out_len[k] = length
         node = b_node[j]
@@ -266,11 +293,14 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
 @njit(cache=True, parallel=True)
 def decode_batch_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                         use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                        out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_count):
+                        use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                        out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx, out_count):
     for b in prange(log_probs.shape[0]):
         out_count[b] = decode_one(log_probs[b], lens[b], beam, topk, min_logp, alpha_ln, beta, bonus_token, blank,
                                   nbest, use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                                  out_tokens[b], out_frames[b], out_len[b], out_score[b], out_am[b], out_lm[b])
+                                  use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                                  out_tokens[b], out_frames[b], out_len[b], out_score[b], out_am[b], out_lm[b],
+                                  out_ctx[b])
 
 
 def lm_arrays(tables) -> tuple:
@@ -281,26 +311,35 @@ def lm_arrays(tables) -> tuple:
     return (True, *tables.arrays(), int(tables.bos_state), int(tables.vocab_size))
 
 
-def unpack(out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_count) -> list[list[Hypothesis]]:
+def check_context(context, vocab_size: int) -> None:
+    """A context graph must cover the posteriors' units (its dense root row is indexed by unit)."""
+    if context is not None and context.vocab_size < vocab_size:
+        raise ValueError(f"hotword graph covers {context.vocab_size} units, the posteriors have {vocab_size}")
+
+
+def unpack(out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx, out_count) -> list[list[Hypothesis]]:
     result = []
     for b in range(out_count.shape[0]):
         hyps = []
         for k in range(int(out_count[b])):
             n = int(out_len[b, k])
             hyps.append(Hypothesis(out_tokens[b, k, :n].tolist(), float(out_score[b, k]), float(out_am[b, k]),
-                                   float(out_lm[b, k]), out_frames[b, k, :n].tolist()))
+                                   float(out_lm[b, k]), out_frames[b, k, :n].tolist(), float(out_ctx[b, k])))
         result.append(hyps)
     return result
 
 
-def decode_batch(log_probs: np.ndarray, lens: np.ndarray, cfg: DecoderConfig, tables=None) -> list[list[Hypothesis]]:
-    """N-best lists for a (B, T, V) batch of natural-log posteriors; `tables`: NgramTables or None."""
+def decode_batch(log_probs: np.ndarray, lens: np.ndarray, cfg: DecoderConfig, tables=None,
+                 context=None) -> list[list[Hypothesis]]:
+    """N-best lists for a (B, T, V) batch of natural-log posteriors; `tables`: NgramTables or None;
+    `context`: a hotwords ContextGraph or None."""
     log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
     lens = np.ascontiguousarray(lens, dtype=np.int64)
     B, T = log_probs.shape[0], log_probs.shape[1]
     if np.any(lens > T) or np.any(lens < 0):
         raise ValueError("lengths must be within 0..T")
     use_lm, *arrays, bos, eos = lm_arrays(tables)
+    check_context(context, log_probs.shape[2])
     alpha_ln = cfg.lm_weight * LN10 if use_lm else 0.0
     N = cfg.nbest
     out_tokens = np.zeros((B, N, max(T, 1)), np.int32)
@@ -309,8 +348,10 @@ def decode_batch(log_probs: np.ndarray, lens: np.ndarray, cfg: DecoderConfig, ta
     out_score = np.zeros((B, N), np.float64)
     out_am = np.zeros((B, N), np.float64)
     out_lm = np.zeros((B, N), np.float64)
+    out_ctx = np.zeros((B, N), np.float64)
     out_count = np.zeros(B, np.int32)
     decode_batch_kernel(log_probs, lens, cfg.beam, cfg.token_topk, float(cfg.token_min_logp), alpha_ln,
                         float(cfg.word_bonus), cfg.bonus_token, cfg.blank_id, N, use_lm, *arrays, bos, eos,
-                        out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_count)
-    return unpack(out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_count)
+                        *context_arrays(context), out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx,
+                        out_count)
+    return unpack(out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx, out_count)

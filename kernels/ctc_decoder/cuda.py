@@ -8,7 +8,8 @@ frame (one launch per batch). Per frame, separated by barriers:
      at top-k; rank < k writes the slot, so the list is ordered without a sort;
   B. stay candidates (blank / repeat of the last token), one thread per beam;
   C. merge detection: beam j == beam i + token -> that extension merges into j;
-  D. extensions, one thread per (beam, token): n-gram query on the device (lm_score_device);
+  D. extensions, one thread per (beam, token): n-gram query on the device (lm_score_device)
+     and, with hotwords, the context automaton's step (context_step_device);
   E. a parallel top-K selection: every valid candidate counts the candidates ranked above it
      (score desc, hash asc: a strict total order), early exit at K, and writes itself to
      its rank's slot;
@@ -26,13 +27,16 @@ import numpy as np
 from numba import cuda
 
 from kocall_kernels.ctc_decoder import HASH_INIT, HASH_MULT, LN10, DecoderConfig, Hypothesis
-from kocall_kernels.ctc_decoder.cpu import lm_arrays, unpack
+from kocall_kernels.ctc_decoder.context_graph import context_arrays, context_step_py
+from kocall_kernels.ctc_decoder.cpu import check_context, lm_arrays, unpack
 from kocall_kernels.ngram.cuda import lm_score_device
 
 _HASH_INIT = np.uint64(HASH_INIT)
 _HASH_MULT = np.uint64(HASH_MULT)
 NEG_INF = -np.inf
 THREADS_PER_BLOCK = 128
+# The same source as the CPU twin's context step, compiled for the device.
+context_step_device = cuda.jit(device=True)(context_step_py)
 # The rolling hash wraps modulo 2^64 on purpose; the simulator runs it as NumPy scalars, which warn.
 warnings.filterwarnings("ignore", message="overflow encountered in scalar", category=RuntimeWarning,
                         module=__name__)
@@ -56,10 +60,11 @@ def _better(score1, hash1, score2, hash2):
 @cuda.jit
 def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                         use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                        bh, bph, blen, blast, bpb, bpnb, bstate, blm, bcount, bnode,
-                        cpb, cpnb, ctotal, chash, cstate, clm, cvalid,
+                        use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                        bh, bph, blen, blast, bpb, bpnb, bstate, blm, bcount, bnode, bcst, bctx,
+                        cpb, cpnb, ctotal, chash, cstate, clm, cvalid, ccst, cctx,
                         tok_ids, merge_into, sel, node_parent, node_token, node_frame,
-                        out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_count):
+                        out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx, out_count):
     u = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     nth = cuda.blockDim.x
@@ -79,6 +84,8 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
         blm[u, 0, 0] = 0.0
         bcount[u, 0, 0] = 0
         bnode[u, 0, 0] = -1
+        bcst[u, 0, 0] = 0
+        bctx[u, 0, 0] = 0.0
     cuda.syncthreads()
     n_nodes = 0
     for t in range(T):
@@ -158,13 +165,22 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
                 else:
                     cstate[u, ci] = bstate[u, cur, i]
                 clm[u, ci] = lm
+                ctx = bctx[u, cur, i]
+                if use_ctx:
+                    bonus, cst = context_step_device(csas, catok, canext, cfail, cscore, cout, croot,
+                                                     bcst[u, cur, i], c)
+                    ctx += bonus
+                    ccst[u, ci] = cst
+                else:
+                    ccst[u, ci] = 0
+                cctx[u, ci] = ctx
                 counted = 1 if bonus_token < 0 or c == bonus_token else 0
-                ctotal[u, ci] = pnb + alpha_ln * lm + beta * (bcount[u, cur, i] + counted)
+                ctotal[u, ci] = pnb + alpha_ln * lm + beta * (bcount[u, cur, i] + counted) + ctx
                 cvalid[u, ci] = 1 if pnb != NEG_INF else 0
         cuda.syncthreads()
         for j in range(tid, n_b, nth):
             am = _log_add(cpb[u, j], cpnb[u, j])
-            ctotal[u, j] = am + alpha_ln * blm[u, cur, j] + beta * bcount[u, cur, j]
+            ctotal[u, j] = am + alpha_ln * blm[u, cur, j] + beta * bcount[u, cur, j] + bctx[u, cur, j]
             cvalid[u, j] = 1 if am != NEG_INF else 0
         cuda.syncthreads()
         # E. parallel top-K by rank counting
@@ -197,6 +213,8 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
                 blm[u, nxt, k] = blm[u, cur, ci]
                 bcount[u, nxt, k] = bcount[u, cur, ci]
                 bnode[u, nxt, k] = bnode[u, cur, ci]
+                bcst[u, nxt, k] = bcst[u, cur, ci]
+                bctx[u, nxt, k] = bctx[u, cur, ci]
             else:
                 e = ci - n_b
                 i = e // ntok
@@ -208,6 +226,8 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
                 bstate[u, nxt, k] = cstate[u, ci]
                 blm[u, nxt, k] = clm[u, ci]
                 bcount[u, nxt, k] = bcount[u, cur, i] + (1 if bonus_token < 0 or c == bonus_token else 0)
+                bcst[u, nxt, k] = ccst[u, ci]
+                bctx[u, nxt, k] = cctx[u, ci]
                 node = n_nodes + k  # one slot per beam per frame: no allocation race
                 node_parent[u, node] = bnode[u, cur, i]
                 node_token[u, node] = c
@@ -218,7 +238,7 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
         if tid == 0:
             counts[0] = n_sel
         cuda.syncthreads()
-    # end of sentence: LM `</s>`, final totals, N-best by the same order
+    # end of sentence: LM `</s>`, the bonus a half-said hotword gives back, final totals, N-best
     n_b = counts[0]
     cur = T & 1
     for j in range(tid, n_b, nth):
@@ -226,10 +246,14 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
         if use_lm:
             l10, st = lm_score_device(sas, atok, alp, anext, bow, bto, bstate[u, cur, j], eos_id)
             lm += np.float64(l10)
+        ctx = bctx[u, cur, j]
+        if use_ctx:
+            ctx -= np.float64(cscore[bcst[u, cur, j]])
         am = _log_add(bpb[u, cur, j], bpnb[u, cur, j])
         clm[u, j] = lm
         cpb[u, j] = am
-        ctotal[u, j] = am + alpha_ln * lm + beta * bcount[u, cur, j]
+        cctx[u, j] = ctx
+        ctotal[u, j] = am + alpha_ln * lm + beta * bcount[u, cur, j] + ctx
     cuda.syncthreads()
     for j in range(tid, n_b, nth):
         rank = 0
@@ -240,6 +264,7 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
             out_score[u, rank] = ctotal[u, j]
             out_am[u, rank] = cpb[u, j]
             out_lm[u, rank] = clm[u, j]
+            out_ctx[u, rank] = cctx[u, j]
             length = blen[u, cur, j]
             out_len[u, rank] = length
             node = bnode[u, cur, j]
@@ -260,12 +285,27 @@ class DeviceLM:
         self.arrays = tuple(cuda.to_device(a) for a in arrays)
 
 
+class DeviceContext:
+    """A hotwords ContextGraph on the device once, reused by every batch."""
+
+    def __init__(self, graph) -> None:
+        self.graph = graph
+        use_ctx, *arrays = context_arrays(graph)
+        self.use_ctx = use_ctx
+        self.arrays = tuple(cuda.to_device(a) for a in arrays)
+
+
 def decode_batch(log_probs, lens, cfg: DecoderConfig, tables=None, device_lm: DeviceLM | None = None,
-                 threads_per_block: int = THREADS_PER_BLOCK) -> list[list[Hypothesis]]:
+                 threads_per_block: int = THREADS_PER_BLOCK, context=None,
+                 device_context: DeviceContext | None = None) -> list[list[Hypothesis]]:
     """N-best lists for a (B, T, V) batch; `log_probs` may be a host array or a device array
-    (e.g. a CUDA torch tensor through __cuda_array_interface__)."""
+    (e.g. a CUDA torch tensor through __cuda_array_interface__); `context`: hotwords
+    ContextGraph (or `device_context`, the same already on the device)."""
     if device_lm is None:
         device_lm = DeviceLM(tables)
+    if device_context is None:
+        device_context = DeviceContext(context)
+    check_context(device_context.graph, int(log_probs.shape[2]))
     if not hasattr(log_probs, "__cuda_array_interface__"):
         log_probs = np.ascontiguousarray(log_probs, dtype=np.float32)
     lens = np.ascontiguousarray(lens, dtype=np.int64)
@@ -277,17 +317,17 @@ def decode_batch(log_probs, lens, cfg: DecoderConfig, tables=None, device_lm: De
     alpha_ln = cfg.lm_weight * LN10 if device_lm.use_lm else 0.0
     d = cuda.device_array
     beams = [d((B, 2, K), dt) for dt in (np.uint64, np.uint64, np.int32, np.int32, np.float64, np.float64,
-                                         np.int32, np.float64, np.int32, np.int32)]
+                                         np.int32, np.float64, np.int32, np.int32, np.int32, np.float64)]
     cands = [d((B, NC), dt) for dt in (np.float64, np.float64, np.float64, np.uint64, np.int32, np.float64,
-                                       np.int32)]
+                                       np.int32, np.int32, np.float64)]
     work = [d((B, kt), np.int32), d((B, K * kt), np.int32), d((B, K), np.int32)]
     nodes = [d((B, max(T, 1) * K + 1), np.int32) for _ in range(3)]
     outs = [cuda.to_device(np.zeros((B, N, max(T, 1)), np.int32)), cuda.to_device(np.zeros((B, N, max(T, 1)), np.int32)),
-            cuda.to_device(np.zeros((B, N), np.int32))] + [cuda.to_device(np.zeros((B, N), np.float64)) for _ in range(3)] \
+            cuda.to_device(np.zeros((B, N), np.int32))] + [cuda.to_device(np.zeros((B, N), np.float64)) for _ in range(4)] \
         + [cuda.to_device(np.zeros(B, np.int32))]
     if B:
         _beam_search_kernel[B, threads_per_block](
             log_probs, cuda.to_device(lens), K, kt, float(cfg.token_min_logp), alpha_ln, float(cfg.word_bonus),
             cfg.bonus_token, cfg.blank_id, N, device_lm.use_lm, *device_lm.arrays, device_lm.bos, device_lm.eos,
-            *beams, *cands, *work, *nodes, *outs)
+            device_context.use_ctx, *device_context.arrays, *beams, *cands, *work, *nodes, *outs)
     return unpack(*(o.copy_to_host() for o in outs))

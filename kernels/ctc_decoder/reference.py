@@ -3,7 +3,10 @@
 Prefixes are tuples kept in dicts; clarity over speed. The LM is any object with
 `bos_state`, `eos_id` and `score(state, token) -> (log10prob, next_state)`:
 `TablesLM` (kocall_kernels.ngram tables, what the kernels use) or `KenlmLM` (the kenlm
-module directly, an independent check of the tables).
+module directly, an independent check of the tables). Hotwords: any object with
+`step(state, token) -> (bonus, next_state)` and `final_bonus(state)`, root state 0:
+`ReferenceContext` (a plain dict-trie Aho-Corasick, independent of the flat tables the
+kernels use) or `kocall_kernels.ctc_decoder.context_graph.ContextGraph` itself.
 """
 from __future__ import annotations
 
@@ -21,6 +24,70 @@ class LanguageModel(Protocol):
     eos_id: int
 
     def score(self, state: Any, token: int) -> tuple[float, Any]: ...
+
+
+class HotwordContext(Protocol):
+    def step(self, state: int, token: int) -> tuple[float, int]: ...
+
+    def final_bonus(self, state: int) -> float: ...
+
+
+class ReferenceContext:
+    """Aho-Corasick over (unit ids, per-unit bonus) phrases with dict tries, scored by the
+    rules of `context_graph` (earn per advancing unit, give back on failure and at the end,
+    a completed phrase keeps its bonus)."""
+
+    def __init__(self, phrases: Sequence[tuple[Sequence[int], float]]) -> None:
+        self.children: list[dict[int, int]] = [{}]
+        self.held = [0.0]        # partial bonus held at a node: its path's unit bonuses
+        unit_bonus = [0.0]
+        parent = [(-1, -1)]
+        is_end = [False]
+        for tokens, weight in phrases:
+            node = 0
+            for token in tokens:
+                if token not in self.children[node]:
+                    self.children[node][token] = len(self.children)
+                    self.children.append({})
+                    unit_bonus.append(weight)
+                    parent.append((node, token))
+                    is_end.append(False)
+                node = self.children[node][token]
+                unit_bonus[node] = max(unit_bonus[node], weight)  # a shared unit earns the larger bonus
+            is_end[node] = True
+        n = len(self.children)
+        self.held = [0.0] * n
+        self.fail = [0] * n
+        order, queue = [], [0]
+        while queue:  # breadth first: a node's parent and failure target come before it
+            node = queue.pop(0)
+            order.append(node)
+            queue.extend(self.children[node].values())
+        for node in order[1:]:
+            up, token = parent[node]
+            self.held[node] = self.held[up] + unit_bonus[node]
+            if up != 0:
+                f = self.fail[up]
+                while f != 0 and token not in self.children[f]:
+                    f = self.fail[f]
+                self.fail[node] = self.children[f].get(token, 0)
+        # a node's output: the full bonus of every phrase ending at it or at one of its suffixes
+        self.output = [0.0] * n
+        for node in range(1, n):
+            f = node
+            while f != 0:
+                self.output[node] += self.held[f] if is_end[f] else 0.0
+                f = self.fail[f]
+
+    def step(self, state: int, token: int) -> tuple[float, int]:
+        s = state
+        while s != 0 and token not in self.children[s]:
+            s = self.fail[s]
+        nxt = self.children[s].get(token, 0)
+        return self.held[nxt] - self.held[state] + self.output[nxt], nxt
+
+    def final_bonus(self, state: int) -> float:
+        return -self.held[state]
 
 
 class TablesLM:
@@ -87,13 +154,16 @@ class _Beam:
     count: int
     hash: int
     frames: tuple[int, ...]
+    ctx_state: int = 0    # hotword context state (0: the root)
+    ctx: float = 0.0      # hotword bonus so far (ln)
 
 
-def _total(am: float, lm10: float, count: int, alpha_ln: float, beta: float) -> float:
-    return am + alpha_ln * lm10 + beta * count
+def _total(am: float, lm10: float, count: int, alpha_ln: float, beta: float, ctx: float = 0.0) -> float:
+    return am + alpha_ln * lm10 + beta * count + ctx
 
 
-def decode_utterance(log_probs: np.ndarray, cfg: DecoderConfig, lm: LanguageModel | None = None) -> list[Hypothesis]:
+def decode_utterance(log_probs: np.ndarray, cfg: DecoderConfig, lm: LanguageModel | None = None,
+                     context: HotwordContext | None = None) -> list[Hypothesis]:
     """N-best list for one utterance's (T, V) natural-log posteriors."""
     alpha_ln = cfg.lm_weight * LN10 if lm is not None else 0.0
     beta = cfg.word_bonus
@@ -106,39 +176,45 @@ def decode_utterance(log_probs: np.ndarray, cfg: DecoderConfig, lm: LanguageMode
         new: dict[tuple[int, ...], _Beam] = {}
         for prefix, b in beams.items():  # stay on the prefix: blank, or repeat of its last token
             pnb = b.pnb + float(row[prefix[-1]]) if prefix else NEG_INF
-            new[prefix] = _Beam(log_add(b.pb, b.pnb) + blank_lp, pnb, b.lm_state, b.lm10, b.count, b.hash, b.frames)
+            new[prefix] = _Beam(log_add(b.pb, b.pnb) + blank_lp, pnb, b.lm_state, b.lm10, b.count, b.hash, b.frames,
+                                b.ctx_state, b.ctx)
         for prefix, b in beams.items():
             for c in tokens:
                 ext = prefix + (c,)
                 # A repeated token only starts a new symbol after a blank.
                 base = b.pb if prefix and prefix[-1] == c else log_add(b.pb, b.pnb)
                 pnb = base + float(row[c])
-                if ext in new:  # ext is already a beam: merge into it (same LM state)
+                bonus, ctx_state = context.step(b.ctx_state, c) if context is not None else (0.0, 0)
+                if ext in new:  # ext is already a beam: merge into it (same LM and context state)
+                    # The context state and bonus are functions of the prefix alone, so merging
+                    # loses nothing: check it rather than assume it.
+                    assert (new[ext].ctx_state, new[ext].ctx) == (ctx_state, b.ctx + bonus), "context differs on merge"
                     new[ext].pnb = log_add(new[ext].pnb, pnb)
                     continue
                 lm10, state = (lm.score(b.lm_state, c) if lm is not None else (0.0, 0))
                 counted = 1 if cfg.bonus_token < 0 or c == cfg.bonus_token else 0
                 new[ext] = _Beam(NEG_INF, pnb, state, b.lm10 + lm10, b.count + counted,
-                                 extend_hash(b.hash, c), b.frames + (t,))
+                                 extend_hash(b.hash, c), b.frames + (t,), ctx_state, b.ctx + bonus)
         ranked = []
         for prefix, b in new.items():
             am = log_add(b.pb, b.pnb)
             if am == NEG_INF:
                 continue
-            ranked.append((-_total(am, b.lm10, b.count, alpha_ln, beta), b.hash, prefix))
+            ranked.append((-_total(am, b.lm10, b.count, alpha_ln, beta, b.ctx), b.hash, prefix))
         ranked.sort(key=lambda r: (r[0], r[1]))
         beams = {prefix: new[prefix] for _, _, prefix in ranked[: cfg.beam]}
     final = []
     for prefix, b in beams.items():
         lm10 = b.lm10 + (lm.score(b.lm_state, lm.eos_id)[0] if lm is not None else 0.0)
+        ctx = b.ctx + (context.final_bonus(b.ctx_state) if context is not None else 0.0)  # a half-said phrase earns nothing
         am = log_add(b.pb, b.pnb)
-        final.append((-_total(am, lm10, b.count, alpha_ln, beta), b.hash,
-                      Hypothesis(list(prefix), _total(am, lm10, b.count, alpha_ln, beta), am, lm10, list(b.frames))))
+        total = _total(am, lm10, b.count, alpha_ln, beta, ctx)
+        final.append((-total, b.hash, Hypothesis(list(prefix), total, am, lm10, list(b.frames), ctx)))
     final.sort(key=lambda r: (r[0], r[1]))
     return [h for _, _, h in final[: cfg.nbest]]
 
 
 def decode_batch(log_probs: np.ndarray, lens: np.ndarray, cfg: DecoderConfig,
-                 lm: LanguageModel | None = None) -> list[list[Hypothesis]]:
-    return [decode_utterance(np.asarray(log_probs[b, : int(lens[b])], dtype=np.float64), cfg, lm)
+                 lm: LanguageModel | None = None, context: HotwordContext | None = None) -> list[list[Hypothesis]]:
+    return [decode_utterance(np.asarray(log_probs[b, : int(lens[b])], dtype=np.float64), cfg, lm, context)
             for b in range(log_probs.shape[0])]
