@@ -17,7 +17,8 @@ utt2num_frames, cmvn.json) are removed before the work starts, so a failed rerun
 features that disagree with wav.scp.
 
 Every utterance is loaded with `kocall.audio.load_audio` and resampled to the config's rate
-(the telephone config is 8 kHz; 16 kHz corpora are resampled on load). Bad audio stops the
+(the telephone config is 8 kHz, 16 kHz corpora are resampled on load; conf/fbank_whisper.yaml,
+Whisper's log-mel, is 16 kHz, so 8 kHz audio is upsampled for it). Bad audio stops the
 stage with one line naming the utterance and the file.
 """
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _load_utterance(utt_id: str, spec: str, cfg: FbankConfig, allow_pipes: bool 
     samples, _ = load_audio(spec, utt_id, expected_sr=cfg.sample_rate, resample=True, allow_pipes=allow_pipes)
     if cfg.num_frames(samples.size) == 0:
         raise DataError(f"{where(utt_id, spec)}: audio too short for one feature frame "
-                        f"({samples.size} samples at {cfg.sample_rate} Hz, a frame needs {cfg.win_length})")
+                        f"({samples.size} samples at {cfg.sample_rate} Hz, a frame needs {cfg.min_samples})")
     return samples
 
 

@@ -221,3 +221,35 @@ def test_decoder_features_from_wav_match_the_stage(tmp_path: Path) -> None:
     for utt_id in ("spk1-a", "spk1-b"):  # 16 kHz and 8 kHz files
         got = maker(InputUtt(utt_id, str(tmp_path / "wavs" / f"{utt_id}.wav"), False))
         np.testing.assert_allclose(got, (stage[utt_id] - mean) / std, rtol=1e-6, atol=1e-6)
+
+
+def test_whisper_front_end_through_the_stage_the_cli_and_a_model_dir(tmp_path: Path) -> None:
+    """conf/fbank_whisper.yaml flows through make_fbank.sh, `kocall fbank` and a model dir's
+    fbank.yaml: 8 and 16 kHz files become 16 kHz Whisper log-mels (T = samples_16k // 160)."""
+    import shutil
+
+    from kocall.features import model_fbank_config
+
+    conf = REPO / "conf" / "fbank_whisper.yaml"
+    whisper = FbankConfig.from_yaml(conf)
+    data = make_dir(tmp_path, UTTS[:2])   # one 16 kHz and one 8 kHz file
+    proc = subprocess.run(["steps/make_fbank.sh", "--nj", "1", "--fbank-conf", str(conf), str(data)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    feats = read_scp(data)
+    for utt_id, seconds, _, _ in UTTS[:2]:
+        assert feats[utt_id].shape == (int(round(seconds * 16000)) // 160, 80), utt_id
+        np.testing.assert_array_equal(feats[utt_id], reference_feats(str(tmp_path / "wavs" / f"{utt_id}.wav"),
+                                                                     whisper), err_msg=utt_id)
+        assert feats[utt_id].min() >= feats[utt_id].max() - 2.0   # Whisper's 8 log10 units, / 4
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(data / "fbank.yaml", model / "fbank.yaml")   # as save_model_dir copies it
+    assert model_fbank_config(model) == whisper and whisper.flavour == "whisper"
+    wav = str(tmp_path / "wavs" / "spk1-b.wav")
+    result = CliRunner().invoke(fbank_cmd, ["--conf", str(conf), "--out", str(tmp_path / "b.npy"), wav])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), feats["spk1-b"])
+    short = tmp_path / "short.wav"
+    write_wav(short, tone(0.015, 8000, 500.0), 8000)   # 120 samples = 240 at 16 kHz: one frame
+    assert wav_to_fbank(sf.read(short, dtype="int16")[0], 8000, conf).shape == (1, 80)

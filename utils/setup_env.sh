@@ -50,6 +50,9 @@ log "installing torch==2.13.0 first (CPU build)"
 $pip install "torch==2.13.0"
 log "installing kocall and its dependencies"
 $pip install -e ".[dev]"
+# The Whisper log-mel reference of kernels/fbank's tests (test-only): faster-whisper without its
+# dependencies (ctranslate2, PyAV, ...); kernels/fbank/peer.py loads its NumPy feature extractor by path.
+$pip install --no-deps "faster-whisper==1.2.1"
 # The CUDA extra only where a GPU driver is present.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
   $pip install -e ".[cuda]" || log "warning: cupy not installed; CuPy kernels disabled"

@@ -1,14 +1,17 @@
-"""Fused log-mel filterbank (Kaldi-compatible) with a CPU twin and CUDA kernels.
+"""Fused log-mel filterbank (Kaldi-compatible, or Whisper's log-mel) with a CPU twin and CUDA kernels.
 
     feats, num_frames = compute_fbank(pcm, lengths, cfg, backend="cpu")
 
 `pcm` is (B, N) int16 or float32 at int16 scale, `lengths` the valid samples per row.
 Returns feats (B, T_max, n_mels) float32 with rows past num_frames[b] zero, and
-num_frames (B,) int32, T = 1 + (len - win) // shift (Kaldi snip_edges=True).
+num_frames (B,) int32: cfg.flavour "kaldi" T = 1 + (len - win) // shift (Kaldi
+snip_edges=True); "whisper" T = len // 160 (centred frames, Whisper's last frame dropped),
+values already normalised per utterance ((max(x, max - 8) + 4) / 4 of log10 mel power).
 
 Backends: "cpu" (numba twin, kernels/fbank/cpu.py), "cuda" (Numba CUDA kernel,
-kernels/fbank/cuda.py; also runs under NUMBA_ENABLE_CUDASIM=1). With dither 0 the
-result matches kaldi-native-fbank within 1e-3 (see test_fbank.py).
+kernels/fbank/cuda.py; also runs under NUMBA_ENABLE_CUDASIM=1). With dither 0 the kaldi
+flavour matches kaldi-native-fbank within 1e-3, the whisper flavour faster-whisper's NumPy
+feature extractor (openai-whisper's log_mel_spectrogram) within 1e-4 (see test_fbank.py).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def prepare_batch(pcm: np.ndarray, lengths: np.ndarray, cfg: FbankConfig,
 def compute_fbank(pcm: np.ndarray, lengths: np.ndarray, cfg: FbankConfig, backend: str = "cpu",
                   seeds: np.ndarray | None = None, threads_per_block: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel features of a padded batch; see the module docstring."""
-    pcm, num_frames, seeds, _ = prepare_batch(pcm, lengths, cfg, seeds)
+    pcm, num_frames, seeds, lengths = prepare_batch(pcm, lengths, cfg, seeds)
     tables = make_tables(cfg)
     t_max = int(num_frames.max()) if num_frames.size else 0
     frame_utt, frame_t = frame_index(num_frames)
@@ -66,12 +69,12 @@ def compute_fbank(pcm: np.ndarray, lengths: np.ndarray, cfg: FbankConfig, backen
         from kocall_kernels.fbank.cpu import run_frames
 
         out = np.zeros((pcm.shape[0], t_max, cfg.n_mels), dtype=np.float32)
-        run_frames(pcm, frame_utt, frame_t, seeds, out, cfg, tables)
+        run_frames(pcm, lengths, num_frames, frame_utt, frame_t, seeds, out, cfg, tables)
         return out, num_frames
     if backend == "cuda":
         from kocall_kernels.fbank.cuda import run_frames_cuda
 
-        out = run_frames_cuda(pcm, frame_utt, frame_t, seeds, (pcm.shape[0], t_max, cfg.n_mels), cfg, tables,
+        out = run_frames_cuda(pcm, lengths, num_frames, frame_utt, frame_t, seeds, (pcm.shape[0], t_max, cfg.n_mels), cfg, tables,
                               threads_per_block=threads_per_block)
         return out, num_frames
     raise ValueError(f"compute_fbank: unknown backend '{backend}' (choose from {BACKENDS})")
