@@ -25,6 +25,17 @@ from kocall.rxspec import check_rxspec, pipes_allowed  # noqa: F401 (pipes_allow
 
 PCM_SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # one 25 ms frame at 16 kHz; anything shorter cannot give a feature frame
+# Speech below 4 kHz sampling has no usable band; a header claiming 10 Hz would also make
+# resampling to 8 kHz allocate 800x the file. Above 384 kHz no audio interface records.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384000
+
+
+def check_sample_rate(rate: int, utt_id: str | None, label: str) -> None:
+    """An implausible sample rate (a corrupt or hostile header) is an error naming the file."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{where(utt_id, label)}: implausible sample rate {rate} Hz "
+                         f"(kocall reads {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)")
 
 
 def _decode_bytes(data: bytes, utt_id: str | None, label: str) -> tuple[np.ndarray, int]:
@@ -35,14 +46,19 @@ def _decode_bytes(data: bytes, utt_id: str | None, label: str) -> tuple[np.ndarr
             channels = snd.channels
             rate = snd.samplerate
             frames = snd.frames
-            samples = snd.read(dtype="int16", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, ValueError, EOFError) as exc:
+            check_sample_rate(rate, utt_id, label)
+            if channels != 1:
+                raise AudioError(f"{where(utt_id, label)}: {channels} channels; kocall expects mono audio")
+            # float64 for every subtype: libsndfile scales integer PCM to [-1, 1) and passes float
+            # WAVs through, whereas reading a float WAV as int16 truncates it to silence.
+            samples = snd.read(dtype="float64", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, ValueError, EOFError, MemoryError) as exc:
         raise AudioError(f"{where(utt_id, label)}: unreadable or corrupt audio ({exc})") from None
-    if channels != 1:
-        raise AudioError(f"{where(utt_id, label)}: {channels} channels; kocall expects mono audio")
     if samples.shape[0] < frames:
         raise AudioError(f"{where(utt_id, label)}: truncated audio ({samples.shape[0]} of {frames} frames)")
-    return samples[:, 0].astype(np.float32), rate
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(f"{where(utt_id, label)}: audio holds NaN or infinite samples")
+    return (samples[:, 0] * 32768.0).astype(np.float32), rate
 
 
 def _check_truncated_wav(data: bytes, utt_id: str | None, label: str) -> None:

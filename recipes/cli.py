@@ -2,10 +2,14 @@
 does not pay for importing torch or numba."""
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+from pathlib import Path
 
 import click
 
+from kocall.errors import KocallError
 from kocall.rxspec import allow_pipes_option
 
 # name -> "module:attribute" of a click command
@@ -28,11 +32,37 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def command_summary(target: str) -> str:
+    """First line of the docstring of the command function `module:attr`, read from the source
+    with ast: `kocall --help` must not import every subcommand (torch, numba)."""
+    module_name, attr = target.split(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (ImportError, AttributeError, TypeError, OSError, SyntaxError, ValueError):
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attr:
+            doc = ast.get_docstring(node) or ""
+            return doc.strip().split("\n")[0]
+    return ""
+
+
 class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Listing must not import every subcommand (torch, numba): names only.
         with formatter.section("Commands"):
-            formatter.write_dl([(name, COMMANDS[name].split(":")[0]) for name in self.list_commands(ctx)])
+            formatter.write_dl([(name, command_summary(COMMANDS[name])) for name in self.list_commands(ctx)])
+
+    def invoke(self, ctx: click.Context):
+        # Readers name the file and line of bad input (kocall.fileio.read_text); this is the net
+        # for any that does not: one line, never a traceback.
+        try:
+            return super().invoke(ctx)
+        except UnicodeDecodeError as err:
+            raise KocallError(f"an input file is not valid UTF-8 ({err.reason}, byte 0x{err.object[err.start]:02x} "
+                              f"at offset {err.start}); convert it, e.g. `iconv -f cp949 -t utf-8`") from None
+        except RecursionError:
+            raise KocallError("an input is nested too deeply to be read (e.g. JSON)") from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

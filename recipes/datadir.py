@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kocall.errors import DataError
-from kocall.fileio import atomic_dir, read_table, write_table
+from kocall.fileio import atomic_dir, read_table, read_text, write_table
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
@@ -48,6 +48,12 @@ class DataDir:
     def utterances(self) -> list[Utterance]:
         return [Utterance(u, self.utt2spk[u], self.wav[u], self.text[u], self.utt2dur.get(u))
                 for u in self.utt_ids]
+
+
+def utt_id_for_file(path: str | os.PathLike) -> str:
+    """The utterance id of a file given by name (`kocall decode a.wav`, `kocall fbank`): its stem,
+    white space turned into `_`, since a Kaldi id cannot hold any ("call 1.wav" -> "call_1")."""
+    return "_".join(Path(path).stem.split()) or "_"
 
 
 def _check_id(utt_id: str, path: str) -> None:
@@ -109,8 +115,7 @@ def load_data_dir(path: str | os.PathLike) -> DataDir:
 
 
 def _check_sorted(file: Path) -> None:
-    keys = [line.split(" ", 1)[0].encode("utf-8") for line in file.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    keys = [line.split(None, 1)[0].encode("utf-8") for line in read_text(file).split("\n") if line.strip()]
     for prev, cur in zip(keys, keys[1:]):
         if cur < prev:
             raise DataError(f"utterance '{cur.decode()}' (file '{file}'): file is not sorted "

@@ -63,9 +63,11 @@ def ctc_min_frames(tokens: Sequence[int]) -> int:
 
 def load_cmvn_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) float32 from a cmvn.json {"mean", "std", "frames"} (CONTRACTS.md)."""
+    from kocall.fileio import read_json
+
     path = Path(path)
     try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
+        stats = read_json(path, "global CMVN file")
         mean = np.asarray(stats["mean"], dtype=np.float32)
         std = np.asarray(stats["std"], dtype=np.float32)
     except FileNotFoundError:

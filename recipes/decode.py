@@ -21,11 +21,15 @@ import numpy as np
 
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
+from kocall.hotwords import compile_hotwords
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
 log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda")
+# The encoder's attention is quadratic in length: a one-hour recording would need tens of GB.
+# Call-centre queries last seconds; longer audio must be split (e.g. `sox in.wav out.wav trim 0 60`).
+MAX_DECODE_SECONDS = 120.0
 
 
 def load_lm_tables(lm_path: str | Path, tokens_txt: str | Path):
@@ -44,8 +48,10 @@ def load_lm_tables(lm_path: str | Path, tokens_txt: str | Path):
 
 
 def decode_posteriors(log_probs, lens, decoder_cfg: DecoderConfig, lm_tables=None, device: str = "cpu",
-                      greedy: bool = False, suppress: Sequence[int] = ()) -> list[list[Hypothesis]]:
+                      greedy: bool = False, suppress: Sequence[int] = (), context=None) -> list[list[Hypothesis]]:
     """N-best lists for a (B, T, V) batch of natural-log posteriors (numpy or torch).
+
+    context: hotwords (a ContextGraph, kocall.hotwords.compile_hotwords) biasing the beam search.
 
     greedy: one hypothesis per utterance from argmax (scores = acoustic best-path log-prob).
     suppress: token ids never emitted (e.g. `<unk>`): their log-probs become -inf."""
@@ -68,10 +74,10 @@ def decode_posteriors(log_probs, lens, decoder_cfg: DecoderConfig, lm_tables=Non
 
         if hasattr(log_probs, "is_cuda") and log_probs.is_cuda:
             log_probs = log_probs.float().contiguous()  # handed over through __cuda_array_interface__
-        return ctc_cuda.decode_batch(log_probs, lens, decoder_cfg, lm_tables)
+        return ctc_cuda.decode_batch(log_probs, lens, decoder_cfg, lm_tables, context=context)
     from kocall_kernels.ctc_decoder import cpu as ctc_cpu
 
-    return ctc_cpu.decode_batch(np.asarray(log_probs, dtype=np.float32), lens, decoder_cfg, lm_tables)
+    return ctc_cpu.decode_batch(np.asarray(log_probs, dtype=np.float32), lens, decoder_cfg, lm_tables, context)
 
 
 # ------------------------------------------------------------------ inputs -> features -> posteriors
@@ -92,7 +98,9 @@ def collect_inputs(wavs: Sequence[str], data_dir: str | None, scp: str | None) -
     if chosen != 1:
         raise KocallError("give exactly one input: WAV files, --data-dir or --scp")
     if wavs:
-        utts = [InputUtt(Path(w).stem, w, False) for w in wavs]
+        from kocall.datadir import utt_id_for_file
+
+        utts = [InputUtt(utt_id_for_file(w), w, False) for w in wavs]
         seen: dict[str, str] = {}
         for u in utts:
             if u.utt_id in seen:
@@ -112,8 +120,10 @@ def collect_inputs(wavs: Sequence[str], data_dir: str | None, scp: str | None) -
 class FeatureMaker:
     """Model-ready features (global CMVN applied) for WAV or feats inputs."""
 
-    def __init__(self, model_dir: Path, config: dict) -> None:
+    def __init__(self, model_dir: Path, config: dict, max_seconds: float = MAX_DECODE_SECONDS) -> None:
         from kocall.dataset import load_cmvn_stats
+
+        self.max_seconds = max_seconds
 
         self.mean, self.std = load_cmvn_stats(model_dir / "cmvn.json")
         from kocall.features import model_fbank_config
@@ -126,11 +136,13 @@ class FeatureMaker:
             from kocall.features import load_feats
 
             feats = load_feats(utt.spec, utt.utt_id)
+            self._check_length(utt, feats.shape[0] * self.fbank_cfg.frame_shift_ms / 1000)
         else:
             from kocall.audio import load_audio
             from kocall.features import wav_to_fbank
 
             samples, sr = load_audio(utt.spec, utt.utt_id, expected_sr=self.sample_rate, resample=True)
+            self._check_length(utt, samples.size / sr)
             feats = np.asarray(wav_to_fbank(samples, sr, self.fbank_cfg), dtype=np.float32)
             if feats.ndim != 2 or feats.shape[0] == 0:
                 raise DataError(f"{where(utt.utt_id, utt.spec)}: audio too short for one feature frame")
@@ -138,6 +150,12 @@ class FeatureMaker:
             raise DataError(f"{where(utt.utt_id, utt.spec)}: {feats.shape[1]} feature bins, the model's "
                             f"CMVN has {self.mean.shape[0]}")
         return (feats - self.mean) / self.std
+
+    def _check_length(self, utt: InputUtt, seconds: float) -> None:
+        if seconds > self.max_seconds:
+            raise DataError(f"{where(utt.utt_id, utt.spec)}: {seconds:.1f} s of audio, longer than the "
+                            f"{self.max_seconds:g} s the decoder takes (--max-seconds); split it into shorter "
+                            "utterances")
 
 
 def compute_log_probs(model, feats: list[np.ndarray], device: str = "cpu",
@@ -184,7 +202,7 @@ def pad_log_probs(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_rows(rows: list[np.ndarray], cfg: DecoderConfig, tables, device: str, greedy: bool,
-                suppress: Sequence[int], batch_size: int = 64) -> list[list[Hypothesis]]:
+                suppress: Sequence[int], batch_size: int = 64, context=None) -> list[list[Hypothesis]]:
     """Decode per-utterance log-probs in batches of similar length (less padding)."""
     from tqdm import tqdm
 
@@ -193,7 +211,7 @@ def decode_rows(rows: list[np.ndarray], cfg: DecoderConfig, tables, device: str,
     for start in tqdm(range(0, len(order), batch_size), desc="decode", unit="batch", disable=len(order) <= batch_size):
         idx = order[start: start + batch_size]
         lp, lens = pad_log_probs([rows[i] for i in idx])
-        for i, hyps in zip(idx, decode_posteriors(lp, lens, cfg, tables, device, greedy, suppress)):
+        for i, hyps in zip(idx, decode_posteriors(lp, lens, cfg, tables, device, greedy, suppress, context)):
             result[i] = hyps
     return result  # type: ignore[return-value]
 
@@ -230,14 +248,23 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
 @click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--hotwords", default=None, type=click.Path(dir_okay=False),
+              help="phrases to boost, one per line, optional per-unit weight: '명동점 :2.5' (kocall.hotwords)")
+@click.option("--hotword-weight", type=float, default=1.5, show_default=True,
+              help="bonus per unit of a matched hotword (ln) for phrases without their own weight")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=MAX_DECODE_SECONDS,
+              show_default=True, help="longest utterance decoded; longer ones are reported and skipped")
 @allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
-               token_min_logp, nbest, nbest_out, device, greedy, batch_size) -> None:
+               token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, max_seconds) -> None:
     """Decode WAV files, a data dir or an scp with a Conformer-CTC model dir."""
     from tqdm import tqdm
 
     from kocall.conformer_ctc.model_dir import load_model_dir
 
+    from kocall.device import require_device
+
+    require_device(device)
     utts = collect_inputs(wavs, data_dir, scp)
     model, tokenizer, config = load_model_dir(model_dir, device)
     bonus_token = -1 if bonus_unit == "token" else (tokenizer.space_id if tokenizer.space_id is not None else -1)
@@ -245,7 +272,10 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                         lm_weight=lm_weight if lm else 0.0, word_bonus=word_bonus, bonus_token=bonus_token,
                         nbest=min(nbest, beam), blank_id=tokenizer.blank_id)
     tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
-    make_feats = FeatureMaker(Path(model_dir), config)
+    if hotwords and greedy:
+        raise KocallError("--hotwords biases the beam search; it cannot be used with --greedy")
+    context = compile_hotwords(hotwords, tokenizer, hotword_weight) if hotwords else None
+    make_feats = FeatureMaker(Path(model_dir), config, max_seconds)
     feats, good, failed = [], [], []
     for utt in tqdm(utts, desc="features", unit="utt", disable=len(utts) < 20):
         try:
@@ -255,7 +285,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
             click.echo(f"kocall decode: skipped: {err.format_message()}", err=True)
             failed.append(utt.utt_id)
     rows = compute_log_probs(model, feats, device) if feats else []
-    hyps = decode_rows(rows, cfg, tables, device, greedy, tokenizer.suppressed_ids, batch_size)
+    hyps = decode_rows(rows, cfg, tables, device, greedy, tokenizer.suppressed_ids, batch_size, context)
     texts = {u.utt_id: tokenizer.decode(h[0].tokens) if h else "" for u, h in zip(good, hyps)}
     nbest_lists = {u.utt_id: [(x, tokenizer.decode(x.tokens)) for x in h] for u, h in zip(good, hyps)}
     write_outputs(out, texts, nbest_out, nbest_lists)

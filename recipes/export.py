@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
-from kocall.fileio import atomic_dir, check_output_dir
+from kocall.fileio import atomic_dir, check_output_dir, read_text
 
 QUANT_TAG = "int8-dynamic-linear"
 FORMAT_VERSION = 1
@@ -74,8 +74,10 @@ def check_required_files(model_dir: Path) -> None:
 
 def read_config(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "config.json"
+    if not path.is_file():
+        raise _fail(path, "is missing")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(read_text(path))
     except FileNotFoundError:
         raise _fail(path, "is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -89,7 +91,7 @@ def read_tokens(model_dir: Path) -> list[str]:
     """tokens.txt: `symbol id` lines with ids 0..V-1, each once."""
     path = model_dir / "tokens.txt"
     by_id: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -110,8 +112,8 @@ def check_side_files(model_dir: Path) -> None:
 
     path = model_dir / "cmvn.json"
     try:
-        cmvn = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        cmvn = json.loads(read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise _fail(path, f"is not valid JSON ({err})") from None
     if not isinstance(cmvn, dict) or not isinstance(cmvn.get("mean"), list) or not isinstance(cmvn.get("std"), list):
         raise _fail(path, "must hold {\"mean\": [...], \"std\": [...]}")
@@ -119,7 +121,7 @@ def check_side_files(model_dir: Path) -> None:
         raise _fail(path, f"mean has {len(cmvn['mean'])} values but std has {len(cmvn['std'])}")
     path = model_dir / "fbank.yaml"
     try:
-        fbank = yaml.safe_load(path.read_text(encoding="utf-8"))
+        fbank = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
         raise _fail(path, f"is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(fbank, dict):

@@ -292,20 +292,17 @@ def _read_wav_scp(data_dir: Path) -> list[tuple[str, str]]:
 
 
 def _check_device(device: str) -> str:
-    if device not in DEVICES:
-        raise KocallError(f"--device must be one of {DEVICES}, not '{device}'")
-    if device == "cuda":
-        from numba import cuda
+    from kocall.device import require_device
 
-        if not cuda.is_available():
-            raise KocallError("--device cuda: no CUDA device or driver found (use --device cpu)")
-    return device
+    return require_device(device, torch_needed=False)  # the filterbank runs Numba CUDA kernels only
 
 
 def _fbank_yaml_text(conf: FbankLike, cfg: FbankConfig) -> str:
     """The yaml to keep beside the features: the file itself (comments and all) when given one."""
     if isinstance(conf, (str, os.PathLike)):
-        return Path(conf).read_text(encoding="utf-8")
+        from kocall.fileio import read_text
+
+        return read_text(conf)
     import yaml
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

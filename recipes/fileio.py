@@ -1,18 +1,75 @@
-"""Atomic writes and Kaldi-style table files (`key value...` per line).
+"""Atomic writes, Kaldi-style table files (`key value...` per line) and text input.
 
 Every artifact a stage produces goes through `atomic_write` or `atomic_dir`, so an
 interrupted stage never leaves a half-written file that a later run mistakes for done.
+Their temp names carry the writer's pid (`.NAME.<pid>.XXXX.tmp`): `remove_stale_temps(dir)`
+removes those whose process is gone (a killed run), and never a live run's. Files and
+directories get the modes the umask gives (not mkstemp's private 0600/0700), so a shared
+exp dir stays readable by colleagues.
+
+Text input goes through `read_text` / `read_json`: bytes that are not UTF-8 (a cp949 file),
+malformed or absurdly nested JSON are one-line DataErrors naming the file and the line.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 from kocall.errors import DataError
+
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(is_dir: bool = False) -> int:
+    """What open()/mkdir() would give under the current umask (0644/0755 with umask 022)."""
+    return (0o777 if is_dir else 0o666) & ~_umask()
+
+
+def temp_prefix(name: str) -> str:
+    """`.NAME.<pid>.`: the prefix of every temp file or dir this module creates."""
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Remove temp files/dirs in `directory` left by writers that no longer run (a killed
+    stage); returns what was removed. A live process's temps are left alone."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -20,8 +77,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, default_mode())
     try:
         kwargs = {"encoding": encoding} if "b" not in mode else {}
         with open(tmp, mode, **kwargs) as handle:
@@ -71,11 +129,13 @@ def atomic_dir(path: str | os.PathLike,
     path = Path(path)
     check_output_dir(path, inputs or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temps(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, default_mode(is_dir=True))
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(f"{temp_prefix(path.name)}old.tmp")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
@@ -87,24 +147,92 @@ def atomic_dir(path: str | os.PathLike,
         raise
 
 
+def decode_text(data: bytes, path: str | os.PathLike, first_line: int = 1) -> str:
+    """UTF-8 (a leading BOM dropped); otherwise a DataError naming the file, the line (counted
+    from `first_line`), and the utterance when the line starts with one, with a hint for cp949
+    (EUC-KR) files."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = data.rfind(b"\n", 0, err.start) + 1
+        end = data.find(b"\n", err.start)
+        line_bytes = data[start:end if end >= 0 else len(data)]
+        lineno = data.count(b"\n", 0, err.start) + first_line
+        key = line_bytes.split(maxsplit=1)[0].decode("utf-8", errors="replace") if line_bytes.strip() else ""
+        utt = f" (utterance '{key}'?)" if key and "\ufffd" not in key else ""
+        hint = ""
+        with contextlib.suppress(UnicodeDecodeError):
+            data.decode("cp949")
+            hint = "; it reads as cp949 (EUC-KR): convert it with `iconv -f cp949 -t utf-8`"
+        raise DataError(f"file '{path}' line {lineno}{utt}: not valid UTF-8 "
+                        f"(byte 0x{data[err.start]:02x} at column {err.start - start + 1}){hint}") from None
+
+
+def check_utf8(path: str | os.PathLike, block: int = 1 << 20) -> None:
+    """Validate a large file as UTF-8 in blocks (an ARPA LM), raising decode_text's one-line
+    DataError; for readers that stream the file themselves afterwards."""
+    line = 1
+    carry = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(block)
+            data = carry + chunk
+            if not data:
+                return
+            try:
+                data.decode("utf-8")
+                carry = b""
+            except UnicodeDecodeError as err:
+                if chunk and err.reason == "unexpected end of data" and len(data) - err.start < 4:
+                    carry = data[err.start:]   # a character split across two blocks
+                    data = data[:err.start]
+                else:
+                    decode_text(data, path, line)  # raises, naming the line
+            line += data.count(b"\n")
+            if not chunk:
+                return
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The text of a UTF-8 file; missing, unreadable or non-UTF-8 input is a one-line DataError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} '{path}' is missing") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise DataError(f"{what} '{path}' cannot be read ({err.strerror})") from None
+    return decode_text(data, path)
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parsed JSON; malformed or absurdly nested JSON is a one-line DataError naming the file."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"file '{path}' line {err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(f"file '{path}': JSON nested too deeply to be a kocall file") from None
+
+
 def read_table(path: str | os.PathLike, allow_empty_value: bool = False) -> dict[str, str]:
-    """Read a Kaldi table (`key rest-of-line`), rejecting duplicate keys and empty values."""
+    """Read a Kaldi table (`key rest-of-line`; the key ends at the first space or tab),
+    rejecting duplicate keys and empty values."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file '{path}' is missing")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            key, _, value = line.partition(" ")
-            value = value.strip()
-            if key in table:
-                raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): duplicate id")
-            if not value and not allow_empty_value:
-                raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): empty value")
-            table[key] = value
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):  # only \n ends a line, as in Kaldi
+        if not line.strip():
+            continue
+        key, value = (line.split(None, 1) + [""])[:2]
+        value = value.strip()
+        if key in table:
+            raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): duplicate id")
+        if not value and not allow_empty_value:
+            raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): empty value")
+        table[key] = value
     return table
 
 
@@ -112,6 +240,11 @@ def write_table(path: str | os.PathLike, table: Mapping[str, str] | Iterable[tup
     """Write a Kaldi table sorted by key (C locale byte order, as Kaldi's sort wants)."""
     items = table.items() if isinstance(table, Mapping) else table
     rows = sorted(items, key=lambda kv: kv[0].encode("utf-8"))
+    for key, value in rows:  # a space in a key or a newline in a value would shift every later field
+        if not key or any(ch.isspace() for ch in key):
+            raise DataError(f"utterance '{key}' (file '{path}'): ids must be non-empty with no white space")
+        if "\n" in value or "\r" in value:
+            raise DataError(f"utterance '{key}' (file '{path}'): value holds a line break")
     with atomic_write(path) as handle:
         for key, value in rows:
             handle.write(f"{key} {value}\n" if value != "" else f"{key}\n")

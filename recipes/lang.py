@@ -78,8 +78,9 @@ def read_text_lines(path: str | os.PathLike | None) -> list[str]:
     """Plain text, one sentence a line, normalised; a missing or empty file gives []."""
     if path is None or not Path(path).is_file():
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [t for t in (renormalize(line) for line in handle) if t]
+    from kocall.fileio import read_text
+
+    return [t for t in (renormalize(line) for line in read_text(path).split("\n")) if t]
 
 
 # --- building units ----------------------------------------------------------

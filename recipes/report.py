@@ -39,7 +39,7 @@ from typing import Any
 import click
 
 from kocall.errors import KocallError
-from kocall.fileio import atomic_write
+from kocall.fileio import atomic_write, read_json
 from kocall.rxspec import allow_pipes_option
 
 MODES = ("greedy", "beam_lm")
@@ -126,7 +126,7 @@ def beam_weights(model_dir: Path, cfg: ReportConfig) -> dict[str, Any]:
     source = "command-line defaults"
     if path.is_file():
         try:
-            tuned = json.loads(path.read_text(encoding="utf-8"))
+            tuned = read_json(path)
         except json.JSONDecodeError as err:
             raise KocallError(f"file '{path}': is not valid JSON ({err})") from None
         known = {f.name for f in fields(DecoderConfig)}
@@ -169,7 +169,7 @@ def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: di
     model, _, _ = load_any_model_dir(model_dir, device)
     model.eval()
     fbank_cfg = model_fbank_config(model_dir)
-    cmvn = json.loads((model_dir / "cmvn.json").read_text(encoding="utf-8"))
+    cmvn = read_json(model_dir / "cmvn.json")
     tables = None
     if cfg.lm:
         from kocall_kernels.ngram.arpa import tables_from_arpa
@@ -404,16 +404,19 @@ def build_report(model_dirs: list[str], cfg: ReportConfig) -> dict[str, Any]:
 @click.option("--out-md", required=True, help="Markdown report to write")
 @click.option("--out-json", required=True, help="JSON report to write")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-@allow_pipes_option
               help="cuda also measures the GPU RTF (float models)")
 @click.option("--max-utts", type=int, default=0, show_default=True, help="per set; 0 = all")
 @click.option("--threads", default="1,2", show_default=True, help="CPU thread counts to time")
 @click.option("--beam", type=int, default=16, show_default=True)
 @click.option("--lm-weight", type=float, default=0.5, show_default=True, help="unless best_weights.json")
 @click.option("--word-bonus", type=float, default=0.0, show_default=True, help="unless best_weights.json")
+@allow_pipes_option
 def report_cmd(models: tuple[str, ...], data: str, sets: str, lm: str | None, out_md: str, out_json: str,
                device: str, max_utts: int, threads: str, beam: int, lm_weight: float, word_bonus: float) -> None:
     """CRR, model size, RTF and peak memory of each model dir, as Markdown and JSON."""
+    from kocall.device import require_device
+
+    require_device(device)
     try:
         thread_counts = tuple(int(t) for t in threads.split(",") if t.strip())
     except ValueError:

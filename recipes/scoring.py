@@ -213,10 +213,9 @@ def _decode_info(path: Path) -> dict:
     info_file = path / "decode_info.json"
     if not info_file.is_file():
         return {}
-    try:
-        return json.loads(info_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"file '{info_file}': not valid JSON ({exc})") from None
+    from kocall.fileio import read_json
+
+    return read_json(info_file)
 
 
 def _cell(value) -> str:

@@ -174,11 +174,13 @@ def normalize_text(text: str, punct: str = "strip") -> str:
 @click.command("normalize")
 @click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)
 @click.option("--kaldi/--plain", default=True, show_default=True, help="lines are 'utt_id text' (Kaldi text)")
-@click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("input_file", type=click.File("rb"), default="-")
 def normalize_cmd(punct: str, kaldi: bool, input_file) -> None:
     """Normalise transcripts from INPUT_FILE (or stdin) to stdout."""
-    for line in input_file:
-        line = line.rstrip("\n")
+    from kocall.fileio import decode_text
+
+    for lineno, raw in enumerate(input_file, 1):  # streamed: stdin may be long
+        line = decode_text(raw, getattr(input_file, "name", "-"), lineno).rstrip("\r\n")
         if kaldi:
             utt, _, text = line.partition(" ")
             click.echo(f"{utt} {normalize_text(text, punct)}")

@@ -309,3 +309,176 @@ def test_corpus_hash_sees_transcripts_by_content_and_audio_by_stat(tmp_path: Pat
     assert hash_inputs([str(corpus)], []) == second
     os.utime(wav, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert hash_inputs([str(corpus)], []) != second
+
+
+# ------------------------------------------------------------------ 3. silent wrong results: audio, ids
+def test_float_wavs_are_scaled_not_silenced(tmp_path: Path) -> None:
+    from kocall.audio import load_audio
+
+    t = np.arange(8000) / 16000
+    signal = 0.5 * np.sin(2 * np.pi * 300 * t)
+    ref, _ = load_audio(str(write_wav(tmp_path / "pcm16.wav", samples=signal, subtype="PCM_16")))
+    for subtype in ("FLOAT", "DOUBLE", "PCM_24", "PCM_32"):
+        got, rate = load_audio(str(write_wav(tmp_path / f"{subtype}.wav", samples=signal, subtype=subtype)))
+        assert rate == 16000
+        assert np.abs(got).max() > 16000                      # not silence: int16 scale
+        np.testing.assert_allclose(got, ref, atol=1.0)        # the same signal as the int16 file
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_float_audio_is_rejected(tmp_path: Path, bad: float) -> None:
+    from kocall.audio import load_audio
+
+    samples = np.zeros(8000)
+    samples[100] = bad
+    wav = write_wav(tmp_path / "nan.wav", samples=samples, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN or infinite") as info:
+        load_audio(str(wav), "spk-u1")
+    assert "spk-u1" in str(info.value) and "nan.wav" in str(info.value)
+
+
+@pytest.mark.parametrize("rate", [10, 1000, 3999, 1_000_000])
+def test_implausible_sample_rate_is_rejected_before_resampling(tmp_path: Path, rate: int) -> None:
+    from kocall.audio import load_audio
+    from kocall.corpora import audio_duration
+
+    wav = tmp_path / "r.wav"
+    write_wav(wav, samples=np.zeros(4000), rate=16000)
+    data = bytearray(wav.read_bytes())
+    data[24:28] = rate.to_bytes(4, "little")                 # the header's sample rate
+    data[28:32] = (rate * 2).to_bytes(4, "little")            # and byte rate
+    wav.write_bytes(bytes(data))
+    with pytest.raises(AudioError, match=f"implausible sample rate {rate} Hz"):
+        load_audio(str(wav), "u1", expected_sr=8000, resample=True)
+    with pytest.raises(AudioError, match="implausible sample rate"):
+        audio_duration("u1", str(wav))
+
+
+def test_decode_refuses_overlong_audio_by_name(tmp_path: Path) -> None:
+    from kocall.decode import FeatureMaker, InputUtt
+
+    maker = FeatureMaker.__new__(FeatureMaker)   # only the length check: no model needed
+    maker.max_seconds = 2.0
+    with pytest.raises(DataError, match=r"utterance 'long'.*3\.0 s of audio.*--max-seconds"):
+        maker._check_length(InputUtt("long", "long.wav", False), 3.0)
+    maker._check_length(InputUtt("short", "short.wav", False), 1.9)
+
+
+def test_file_names_with_spaces_give_valid_kaldi_ids(tmp_path: Path) -> None:
+    from kocall.decode import collect_inputs
+    from kocall.fileio import read_table, write_table
+
+    utts = collect_inputs([str(tmp_path / "call 1.wav"), str(tmp_path / "call  2.wav")], None, None)
+    assert [u.utt_id for u in utts] == ["call_1", "call_2"]
+    out = tmp_path / "hyp.txt"
+    write_table(out, {u.utt_id: "네 감사합니다" for u in utts})
+    assert read_table(out) == {"call_1": "네 감사합니다", "call_2": "네 감사합니다"}
+    with pytest.raises(DataError, match="no white space"):
+        write_table(out, {"a b": "x"})                     # the writer itself refuses a broken table
+    with pytest.raises(DataError, match="line break"):
+        write_table(out, {"a": "x\ny"})
+    assert read_table(out) == {"call_1": "네 감사합니다", "call_2": "네 감사합니다"}
+
+
+def test_label_ids_differing_by_space_are_duplicates(tmp_path: Path) -> None:
+    from kocall.corpora.hackathon import _read_split_labels
+
+    labels = tmp_path / "train_label"
+    labels.write_text("a ,1 2\na,3 4\n")
+    with pytest.raises(DataError, match="utterance 'a'.*line 2.*duplicate"):
+        _read_split_labels(labels)
+
+
+# ------------------------------------------------------------------ 4. one line, not a traceback
+CP949 = "안녕하세요".encode("cp949")
+
+
+def _kaldi_dir_with(path: Path, text_bytes: bytes) -> Path:
+    path.mkdir(parents=True)
+    wav = write_wav(path / "a.wav")
+    (path / "wav.scp").write_text(f"spk-a {wav}\n")
+    (path / "text").write_bytes(text_bytes)
+    (path / "utt2spk").write_text("spk-a spk\n")
+    (path / "spk2utt").write_text("spk spk-a\n")
+    return path
+
+
+def test_cp949_kaldi_text_is_one_line_naming_file_line_and_utterance(tmp_path: Path) -> None:
+    data = _kaldi_dir_with(tmp_path / "d", b"spk-a " + CP949 + b"\n")
+    result = run_kocall("validate-data-dir", str(data))
+    one_line_error(result, f"file '{data / 'text'}' line 1", "utterance 'spk-a'", "not valid UTF-8", "cp949")
+
+
+def test_non_utf8_inputs_of_every_reader(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"utt1 ok\nutt2 " + CP949 + b"\n")
+    (tmp_path / "ok").write_text("utt1 네\nutt2 네\n")
+    # scoring files, normalize, a TSV manifest, the hackathon label file, LM text, tokens.txt, ARPA
+    one_line_error(run_kocall("score", "--ref", str(tmp_path / "ok"), "--hyp", str(bad)), "line 2", "utt2")
+    one_line_error(run_kocall("normalize", str(bad)), f"file '{bad}' line 2", "not valid UTF-8")
+    tsv = tmp_path / "m.tsv"
+    tsv.write_bytes(b"utt_id\tspeaker\tpath\ttext\nu1\ts\ta.wav\t" + CP949 + b"\n")
+    one_line_error(run_kocall("prep", "tsv", str(tsv), "--out", str(tmp_path / "o")), "line 2", "UTF-8")
+    from kocall.corpora import read_lm_text
+    from kocall.corpora.hackathon import read_label_map
+    from kocall_kernels.ngram.arpa import parse_arpa, read_tokens
+
+    labels = tmp_path / "hackathon.labels"
+    labels.write_bytes(b"#id\tchar\tfreq\n1\t" + CP949[:2] + b"\t3\n")
+    for reader, path in ((read_label_map, labels), (lambda p: read_lm_text(p, "strip"), bad),
+                         (read_tokens, bad)):
+        with pytest.raises(DataError, match=r"line 2.*not valid UTF-8"):
+            reader(path)
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_bytes(b"\\data\\\nngram 1=1\n\n\\1-grams:\n-1.0\t" + CP949 + b"\n\n\\end\\\n")
+    with pytest.raises(DataError, match=r"line 5.*not valid UTF-8"):
+        parse_arpa(arpa, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+def test_utf8_split_across_blocks_is_fine(tmp_path: Path) -> None:
+    from kocall.fileio import check_utf8
+
+    path = tmp_path / "big.txt"
+    path.write_text("가나다라\n" * 1000)
+    for block in (1, 2, 5, 7, 4096):   # every split position of the 3-byte characters
+        check_utf8(path, block=block)
+    path.write_bytes(path.read_bytes() + b"\xff\n")
+    with pytest.raises(DataError, match="line 1001"):
+        check_utf8(path, block=7)
+
+
+def test_bad_and_deeply_nested_json_are_one_line(tmp_path: Path) -> None:
+    manifest = tmp_path / "train.json"
+    manifest.write_text("[" * 200000 + "]" * 200000)
+    one_line_error(run_kocall("prep", "clovacall", str(manifest), "--out", str(tmp_path / "o")),
+                   str(manifest), "nested too deeply")
+    manifest.write_text('[{"wav": "a.wav", "text": }]')
+    one_line_error(run_kocall("prep", "clovacall", str(manifest), "--out", str(tmp_path / "o")),
+                   str(manifest), "line 1", "not valid JSON")
+    manifest.write_bytes(b'[{"wav": "a.wav", "text": "' + CP949 + b'"}]')
+    one_line_error(run_kocall("prep", "clovacall", str(manifest), "--out", str(tmp_path / "o")),
+                   str(manifest), "not valid UTF-8")
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for args in (["decode", "--device", "cuda", "--model", str(tmp_path), "a.wav"],
+                 ["make-feats", "--device", "cuda", str(tmp_path)],
+                 ["train", "--device", "cuda", "--model-conf", "x.yaml", "--train", str(tmp_path / "t"),
+                  "--dev", str(tmp_path / "d"), "--lang", str(tmp_path / "l"), "--exp-dir", str(tmp_path / "e")]):
+        one_line_error(run_kocall(*args), "--device cuda: no CUDA device")
+
+
+def test_help_lists_one_line_descriptions() -> None:
+    from kocall.cli import COMMANDS, command_summary
+
+    result = run_kocall("--help")
+    assert result.exit_code == 0
+    for name, target in COMMANDS.items():
+        summary = command_summary(target)
+        assert summary and "kocall." not in summary, (name, summary)
+        assert summary.split()[0] in result.output

@@ -40,7 +40,9 @@ def read_tokens(tokens_txt: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise DataError(f"file '{path}' is missing")
     by_id: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    from kocall.fileio import read_text
+
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         parts = line.split()
         if not parts:
             continue
@@ -61,6 +63,9 @@ def parse_arpa(arpa_path: str | os.PathLike, progress: bool = True
     path = Path(arpa_path)
     if not path.is_file():
         raise DataError(f"file '{path}' is missing")
+    from kocall.fileio import check_utf8
+
+    check_utf8(path)  # a non-UTF-8 ARPA is one line naming the line, not a traceback mid-parse
     counts: dict[int, int] = {}
     grams: list[dict[tuple[str, ...], tuple[float, float]]] = []
     order = 0

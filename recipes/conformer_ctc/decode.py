@@ -20,7 +20,7 @@ import yaml
 from kocall.datadir import load_data_dir
 from kocall.decode import FeatureMaker, InputUtt, compute_log_probs, decode_rows, load_lm_tables
 from kocall.errors import DataError, KocallError
-from kocall.fileio import atomic_write, write_table
+from kocall.fileio import atomic_write, read_text, write_table
 from kocall_kernels.ctc_decoder import DecoderConfig
 
 log = logging.getLogger("kocall.decode_stage")
@@ -28,7 +28,7 @@ log = logging.getLogger("kocall.decode_stage")
 
 def load_decode_conf(path: str | Path) -> dict:
     try:
-        conf = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        conf = yaml.safe_load(read_text(path)) or {}
         conf["grid"]["lm_weight"], conf["grid"]["word_bonus"]  # noqa: B018 (presence check)
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise DataError(f"file '{path}': not a decode config with grid.lm_weight and grid.word_bonus ({err})") from None
@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str) -> dict:
     from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.device import require_device
     from kocall.scoring import score_texts
 
+    require_device(device)
     conf = load_decode_conf(decode_conf)
     model, tokenizer, config = load_model_dir(amdir / "final", device)
     lm_path = lang / "lm" / "lm.arpa"

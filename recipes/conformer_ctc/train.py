@@ -56,7 +56,7 @@ from kocall.conformer_ctc.model_dir import save_model_dir
 from kocall.dataset import (Batch, CachedHiddenSet, SpeechDataset, batch_loader, build_hidden_cache,
                             filter_trainable, load_cmvn_stats, load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError
-from kocall.fileio import atomic_write, check_output_dir
+from kocall.fileio import atomic_write, check_output_dir, read_text
 from kocall.models import count_parameters, make_config
 from kocall.models import family as model_family
 from kocall.rxspec import allow_pipes_option
@@ -168,7 +168,7 @@ class TrainConfig:
 def load_train_config(path: str | os.PathLike) -> tuple[TrainConfig, dict]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(read_text(path, "model config"))
     except FileNotFoundError:
         raise KocallError(f"model config '{path}' is missing") from None
     except yaml.YAMLError as err:
@@ -525,7 +525,7 @@ class Trainer:
     def _read_fbank_yaml(self) -> dict:
         if not self.fbank_path.is_file():
             raise KocallError(f"file '{self.fbank_path}' is missing (the feature config; run the feature stage)")
-        values = yaml.safe_load(self.fbank_path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(read_text(self.fbank_path)) or {}
         if not isinstance(values, dict):
             raise KocallError(f"file '{self.fbank_path}': must hold a YAML mapping")
         return values
@@ -841,6 +841,9 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
     """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
+    from kocall.device import require_device
+
+    require_device(device)
     opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
                       stop_after_steps, progress=not no_progress, pretrained=pretrained)
     summary = run_training(opts)

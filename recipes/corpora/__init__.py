@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import AudioError, DataError, where
-from kocall.fileio import atomic_write
+from kocall.fileio import atomic_write, read_text
 from kocall.text_norm import normalize_text
 
 PCM_BYTES_PER_SECOND = 32000  # s16le mono 16 kHz
@@ -56,6 +56,9 @@ def audio_duration(utt_id: str, spec: str) -> float:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
         raise AudioError(f"{where(utt_id, spec)}: unreadable or corrupt audio ({exc})") from None
+    from kocall.audio import check_sample_rate
+
+    check_sample_rate(info.samplerate, utt_id, spec)
     if info.channels != 1:
         raise AudioError(f"{where(utt_id, spec)}: {info.channels} channels; kocall expects mono audio")
     if info.frames <= 0:
@@ -105,9 +108,8 @@ def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], te
 def read_lm_text(path: str | os.PathLike, punct: str) -> list[str]:
     """Normalise an extra LM text file (one sentence per line); lines that normalise to nothing go."""
     lines = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for raw in handle:
-            line = normalize_text(raw, punct)
-            if line:
-                lines.append(line)
+    for raw in read_text(path, "LM text").split("\n"):
+        line = normalize_text(raw, punct)
+        if line:
+            lines.append(line)
     return lines

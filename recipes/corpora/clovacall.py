@@ -13,6 +13,7 @@ from pathlib import Path
 from kocall.corpora import check_unique, normalized_or_fail, speaker_prefixed
 from kocall.datadir import Utterance
 from kocall.errors import AudioError, DataError, where
+from kocall.fileio import read_json
 
 
 def read_clovacall(json_path: str | os.PathLike, wav_dir: str | os.PathLike | None = None,
@@ -22,7 +23,7 @@ def read_clovacall(json_path: str | os.PathLike, wav_dir: str | os.PathLike | No
         raise DataError(f"ClovaCall manifest '{json_path}' is missing")
     wav_root = Path(wav_dir) if wav_dir else json_path.parent
     try:
-        records = json.loads(json_path.read_text(encoding="utf-8-sig"))
+        records = read_json(json_path, "ClovaCall manifest")
     except json.JSONDecodeError as exc:
         raise DataError(f"file '{json_path}': not valid JSON ({exc})") from None
     if not isinstance(records, list):

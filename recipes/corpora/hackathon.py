@@ -27,6 +27,7 @@ from pathlib import Path
 from kocall.corpora import check_unique, normalized_or_fail, speaker_prefixed
 from kocall.datadir import Utterance
 from kocall.errors import AudioError, DataError, where
+from kocall.fileio import read_text
 
 PADDING_ID = 0
 SPACE_NAMES = (" ", "<space>")
@@ -38,28 +39,27 @@ def read_label_map(path: str | os.PathLike) -> dict[int, str]:
     if not path.is_file():
         raise DataError(f"label file '{path}' is missing (pass --label-file)")
     labels: dict[int, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            try:
-                index = int(fields[0])
-            except ValueError:
-                raise DataError(f"file '{path}' line {lineno}: expected `id<TAB>char<TAB>freq`, "
-                                f"got {line!r}") from None
-            if len(fields) < 2 or fields[1] == "":
-                raise DataError(f"file '{path}' line {lineno}: label {index} has no character")
-            char = fields[1]
-            if index in labels:
-                raise DataError(f"file '{path}' line {lineno}: label id {index} appears twice")
-            if char in SPACE_NAMES:
-                labels[index] = " "
-            elif index == PADDING_ID or (char.startswith("<") and char.endswith(">") and len(char) > 2):
-                labels[index] = ""  # padding and sequence markers never reach a transcript
-            else:
-                labels[index] = char
+    for lineno, raw in enumerate(read_text(path, "label file").split("\n"), 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        try:
+            index = int(fields[0])
+        except ValueError:
+            raise DataError(f"file '{path}' line {lineno}: expected `id<TAB>char<TAB>freq`, "
+                            f"got {line!r}") from None
+        if len(fields) < 2 or fields[1] == "":
+            raise DataError(f"file '{path}' line {lineno}: label {index} has no character")
+        char = fields[1]
+        if index in labels:
+            raise DataError(f"file '{path}' line {lineno}: label id {index} appears twice")
+        if char in SPACE_NAMES:
+            labels[index] = " "
+        elif index == PADDING_ID or (char.startswith("<") and char.endswith(">") and len(char) > 2):
+            labels[index] = ""  # padding and sequence markers never reach a transcript
+        else:
+            labels[index] = char
     if not labels:
         raise DataError(f"label file '{path}' has no entries")
     return labels
@@ -84,30 +84,33 @@ def _read_split_labels(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"file '{path}' (transcript labels) is missing")
     table: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for lineno, raw in enumerate(handle, 1):
-            line = raw.strip()
-            if not line:
-                continue
-            key, sep, indices = line.partition(",")
-            if not sep:
-                raise DataError(f"file '{path}' line {lineno}: expected `name,indices`, got {line!r}")
-            if key in table:
-                raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): duplicate label line")
-            table[key.strip()] = indices
+    for lineno, raw in enumerate(read_text(path).split("\n"), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        key, sep, indices = line.partition(",")
+        key = key.strip()  # before the duplicate check: 'a ,1' and 'a,2' are the same utterance
+        if not sep or not key:
+            raise DataError(f"file '{path}' line {lineno}: expected `name,indices`, got {line!r}")
+        if key in table:
+            raise DataError(f"utterance '{key}' (file '{path}', line {lineno}): duplicate label line")
+        table[key] = indices
     return table
 
 
 def _read_utt2spk(path: Path) -> dict[str, str]:
     table: dict[str, str] = {}
     if path.is_file():
-        for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, raw in enumerate(read_text(path).split("\n"), 1):
             fields = raw.split()
             if not fields:
                 continue
             if len(fields) != 2:
                 raise DataError(f"file '{path}' line {lineno}: expected `wav_name speaker`, got {raw!r}")
-            table[Path(fields[0]).stem if fields[0].endswith(".wav") else fields[0]] = fields[1]
+            name = Path(fields[0]).stem if fields[0].endswith(".wav") else fields[0]
+            if name in table:
+                raise DataError(f"utterance '{name}' (file '{path}', line {lineno}): speaker given twice")
+            table[name] = fields[1]
     return table
 
 
@@ -115,7 +118,7 @@ def _read_data_list(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise DataError(f"file '{path}' (data list) is missing")
     rows = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for lineno, raw in enumerate(read_text(path, "data list").split("\n"), 1):
         line = raw.strip()
         if not line:
             continue

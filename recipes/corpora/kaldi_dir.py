@@ -15,7 +15,7 @@ from pathlib import Path
 from kocall.corpora import normalized_or_fail
 from kocall.datadir import REQUIRED_FILES, Utterance, validate_data_dir
 from kocall.errors import DataError
-from kocall.fileio import read_table, write_table
+from kocall.fileio import read_table, read_text, write_table
 
 OPTIONAL_TABLES = ("utt2dur", "feats.scp", "utt2num_frames", "segments")
 
@@ -43,7 +43,7 @@ def find_kaldi_sets(root: str | os.PathLike) -> tuple[dict[str, Path], list[str]
         raise DataError(f"data directory '{root}': no train/wav.scp (and no wav.scp of its own)")
     listed = root / "test_sets"
     if listed.is_file():
-        tests = listed.read_text(encoding="utf-8").split()
+        tests = read_text(listed).split()
         for name in tests:
             if name not in sets:
                 raise DataError(f"file '{listed}': test set '{name}' has no '{root / name / 'wav.scp'}'")

@@ -16,6 +16,7 @@ import click
 from kocall.corpora import check_unique, normalized_or_fail, speaker_prefixed
 from kocall.datadir import Utterance
 from kocall.errors import AudioError, DataError, where
+from kocall.fileio import read_text
 from kocall.text_norm import normalize_text
 
 HEADER = ["utt_id", "speaker", "path", "text"]
@@ -35,7 +36,7 @@ def read_tsv_rows(path: str | os.PathLike, punct: str = "strip",
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest '{path}' is missing")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path, "manifest").split("\n")
     if not lines or lines[0].split("\t") != HEADER:
         raise DataError(f"file '{path}': first line must be the header {' | '.join(HEADER)} (tab-separated)")
     utts = []
