@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Decode dev and test sets with a Conformer-CTC model: greedy, then CTC prefix beam search
 # with the n-gram LM, LM weight and bonus grid-searched on the first set (dev).
-#   steps/decode.sh [--device cpu|cuda] [--nj N] [--decode-conf conf/decode.yaml] AMDIR LANG DATA DEV [TEST...]
+#   steps/decode.sh [--device cpu|cuda] [--nj N] [--cmd run.pl] [--decode-conf conf/decode.yaml] AMDIR LANG DATA DEV [TEST...]
+# Each set is split into --nj parts decoded as jobs through --cmd (run.pl locally, slurm.pl as
+# one Slurm job array per round): round 1 decodes dev at every grid point, round 2 every set
+# with the chosen weights; logs in AMDIR/log/decode_{grid,final}.<n>.log. --cmd '' decodes
+# everything in one process instead (the same bytes).
 # out: AMDIR/decode_<set>_{greedy,beam}/{hyp.txt,decode_info.json},
 #      AMDIR/decode_<dev>_beam/best_weights.json
 set -euo pipefail
 device=cpu
 nj=2
+cmd=run.pl          # run.pl | "slurm.pl [--gpu 1] [--mem 8G]..." (see conf/slurm.conf) | '' (one process)
 decode_conf=conf/decode.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--decode-conf FILE] AMDIR LANG DATA DEV [TEST...]"
-_kocall_option_vars="device nj decode_conf"
+help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--cmd run.pl] [--decode-conf FILE] AMDIR LANG DATA DEV [TEST...]"
+_kocall_option_vars="device nj cmd decode_conf"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -lt 4 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1; lang=$2; data=$3; shift 3
 . "$(dirname "$0")/../path.sh"
 export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-$nj}
-python -m kocall.conformer_ctc.decode --device "$device" --decode-conf "$decode_conf" "$amdir" "$lang" "$data" "$@"
+python -m kocall.conformer_ctc.decode --device "$device" --decode-conf "$decode_conf" --nj "$nj" --cmd "$cmd" \
+  "$amdir" "$lang" "$data" "$@"

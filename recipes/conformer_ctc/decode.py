@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -35,9 +37,15 @@ def load_decode_conf(path: str | Path) -> dict:
     return conf
 
 
-def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str) -> tuple[list[str], list[np.ndarray]]:
-    """(utterance ids, log-probs) of a set; unusable utterances are reported and left out."""
+def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, nj: int = 1,
+                  job: int = 1) -> tuple[list[str], list[np.ndarray]]:
+    """(utterance ids, log-probs) of a set, or of its part `job` of `nj` (contiguous, as every
+    split stage cuts); unusable utterances are reported and left out."""
+    from kocall.jobs import split_contiguous
+
     data = load_data_dir(data_dir)
+    parts = split_contiguous(data.utt_ids, nj)
+    utt_ids = parts[job - 1] if job <= len(parts) else []
     feats_scp = data_dir / "feats.scp"
     specs = {}
     if feats_scp.is_file():
@@ -45,7 +53,7 @@ def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str) 
 
         specs = {u: InputUtt(u, s, True) for u, s in read_table(feats_scp).items()}
     ids, feats = [], []
-    for utt in data.utt_ids:
+    for utt in utt_ids:
         try:
             feats.append(make_feats(specs.get(utt) or InputUtt(utt, data.wav[utt], False)))
             ids.append(utt)
@@ -64,69 +72,200 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--decode-conf", default="conf/decode.yaml")
+    parser.add_argument("--nj", type=int, default=1, help="jobs per set (with --cmd or --job)")
+    parser.add_argument("--cmd", default="", help="run the jobs through run.pl, 'slurm.pl --gpu 1'... "
+                        "(default: everything in this process)")
+    parser.add_argument("--job", type=int, default=None, help="run only job J of --nj of one --round (what --cmd runs)")
+    parser.add_argument("--round", choices=ROUNDS, default=None)
     parser.add_argument("amdir")
     parser.add_argument("lang")
     parser.add_argument("data")
     parser.add_argument("sets", nargs="+", help="dev set first (the grid search runs on it), then test sets")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    amdir, lang, data = Path(args.amdir), Path(args.lang), Path(args.data)
     try:
-        run_stage(Path(args.amdir), Path(args.lang), Path(args.data), args.sets, args.device, args.decode_conf)
+        if args.job is not None:
+            if args.round is None:
+                raise KocallError("--job needs --round grid|final")
+            run_job(args.round, args.job, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf)
+        elif args.cmd:
+            run_stage_jobs(args.cmd, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf)
+        else:
+            run_stage(amdir, lang, data, args.sets, args.device, args.decode_conf)
     except KocallError as err:
         raise SystemExit(f"decode: {err.format_message()}")
 
 
-def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str) -> dict:
-    from kocall.conformer_ctc.model_dir import load_model_dir
-    from kocall.device import require_device
-    from kocall.scoring import score_texts
+@dataclass
+class StageDecoder:
+    """What every decode of the stage needs, loaded once per process (the stage, or one job)."""
+    amdir: Path
+    model: Any
+    tokenizer: Any
+    tables: Any
+    make_feats: FeatureMaker
+    base: DecoderConfig
+    conf: dict
+    lm_path: Path
+    device: str
 
-    require_device(device)
-    conf = load_decode_conf(decode_conf)
-    model, tokenizer, config = load_model_dir(amdir / "final", device)
-    lm_path = lang / "lm" / "lm.arpa"
-    tables = load_lm_tables(lm_path, lang / "tokens.txt")
-    make_feats = FeatureMaker(amdir / "final", config)
-    bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
-    base = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
-                         token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
-                         blank_id=tokenizer.blank_id)
-    batch = int(conf.get("batch_size", 64))
-    suppress = tokenizer.suppressed_ids
+    @classmethod
+    def load(cls, amdir: Path, lang: Path, device: str, decode_conf: str) -> "StageDecoder":
+        from kocall.conformer_ctc.model_dir import load_model_dir
+        from kocall.device import require_device
+
+        require_device(device)
+        conf = load_decode_conf(decode_conf)
+        model, tokenizer, config = load_model_dir(amdir / "final", device)
+        lm_path = lang / "lm" / "lm.arpa"
+        tables = load_lm_tables(lm_path, lang / "tokens.txt")
+        bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
+        base = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
+                             token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
+                             blank_id=tokenizer.blank_id)
+        return cls(amdir, model, tokenizer, tables, FeatureMaker(amdir / "final", config), base, conf, lm_path, device)
+
+    def log_probs(self, data_dir: Path, nj: int = 1, job: int = 1) -> tuple[list[str], list[np.ndarray]]:
+        return set_log_probs(self.model, data_dir, self.make_feats, self.device, nj, job)
+
+    def texts(self, rows: list[np.ndarray], cfg: DecoderConfig | None) -> list[str]:
+        """Best hypothesis per row: greedy when cfg is None, else beam search + LM with cfg."""
+        hyps = decode_rows(rows, cfg or self.base, None if cfg is None else self.tables, self.device, cfg is None,
+                           self.tokenizer.suppressed_ids, int(self.conf.get("batch_size", 64)))
+        return [self.tokenizer.decode(h[0].tokens) if h else "" for h in hyps]
+
+    def grid(self) -> list[tuple[float, float, DecoderConfig]]:
+        """(lm_weight, word_bonus, decoder config) of every grid point, in the config's order."""
+        grid_beam = int(self.conf["grid"].get("beam", self.base.beam))
+        return [(float(w), float(b), DecoderConfig(**{**self.base.__dict__, "beam": grid_beam, "lm_weight": float(w),
+                                                      "word_bonus": float(b)}))
+                for w in self.conf["grid"]["lm_weight"] for b in self.conf["grid"]["word_bonus"]]
+
+    def best_config(self, best: dict) -> DecoderConfig:
+        return DecoderConfig(**{**self.base.__dict__, "lm_weight": best["lm_weight"], "word_bonus": best["word_bonus"]})
+
+    def write_greedy(self, name: str, hyps: dict[str, str]) -> None:
+        write_decode(self.amdir / f"decode_{name}_greedy", list(hyps), list(hyps.values()),
+                     {"decoder": "greedy", "beam": None, "lm": None, "lm_weight": None, "word_bonus": None})
+
+    def write_beam(self, name: str, hyps: dict[str, str], cfg: DecoderConfig) -> None:
+        write_decode(self.amdir / f"decode_{name}_beam", list(hyps), list(hyps.values()),
+                     {"decoder": "beam", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
+                      "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token")})
+
+    def choose_weights(self, dev: str, data: Path, grid_hyps: list[dict[str, str]]) -> dict:
+        """The grid point with the lowest dev CER (ties: smaller weight, then bonus), written to
+        decode_<dev>_beam/best_weights.json with every trial."""
+        from kocall.scoring import score_texts
+
+        refs_all = load_data_dir(data / dev).text
+        trials = []
+        for (lm_weight, bonus, _), hyps in zip(self.grid(), grid_hyps):
+            refs = {u: t for u, t in refs_all.items() if u in hyps}
+            cer = score_texts(refs, hyps).cer
+            trials.append({"lm_weight": lm_weight, "word_bonus": bonus, "cer": cer})
+            log.info("grid %s: lm_weight %.2f word_bonus %.2f -> CER %.2f", dev, lm_weight, bonus, cer)
+        best = min(trials, key=lambda r: (r["cer"], r["lm_weight"], r["word_bonus"]))
+        grid_beam = int(self.conf["grid"].get("beam", self.base.beam))
+        with atomic_write(self.amdir / f"decode_{dev}_beam" / "best_weights.json") as handle:
+            handle.write(json.dumps({**best, "grid_beam": grid_beam, "set": dev, "trials": trials}, indent=1) + "\n")
+        return best
+
+
+def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str) -> dict:
+    """The whole stage in this process."""
+    dec = StageDecoder.load(amdir, lang, device, decode_conf)
     posteriors = {}
     for name in sets:
-        ids, rows = set_log_probs(model, data / name, make_feats, device)
+        ids, rows = dec.log_probs(data / name)
         posteriors[name] = (ids, rows)
-        hyps = decode_rows(rows, base, None, device, True, suppress, batch)
-        write_decode(amdir / f"decode_{name}_greedy", ids, [tokenizer.decode(h[0].tokens) for h in hyps],
-                     {"decoder": "greedy", "beam": None, "lm": None, "lm_weight": None, "word_bonus": None})
+        dec.write_greedy(name, dict(zip(ids, dec.texts(rows, None))))
         log.info("%s: greedy done (%d utterances)", name, len(ids))
-
-    dev = sets[0]
-    dev_ids, dev_rows = posteriors[dev]
-    refs = {u: t for u, t in load_data_dir(data / dev).text.items() if u in set(dev_ids)}
-    grid_beam = int(conf["grid"].get("beam", base.beam))
-    trials = []
-    for lm_weight in conf["grid"]["lm_weight"]:
-        for bonus in conf["grid"]["word_bonus"]:
-            cfg = DecoderConfig(**{**base.__dict__, "beam": grid_beam, "lm_weight": float(lm_weight),
-                                   "word_bonus": float(bonus)})
-            hyps = decode_rows(dev_rows, cfg, tables, device, False, suppress, batch)
-            cer = score_texts(refs, {u: tokenizer.decode(h[0].tokens) if h else "" for u, h in zip(dev_ids, hyps)}).cer
-            trials.append({"lm_weight": float(lm_weight), "word_bonus": float(bonus), "cer": cer})
-            log.info("grid %s: lm_weight %.2f word_bonus %.2f -> CER %.2f", dev, lm_weight, bonus, cer)
-    best = min(trials, key=lambda r: (r["cer"], r["lm_weight"], r["word_bonus"]))
-    with atomic_write(amdir / f"decode_{dev}_beam" / "best_weights.json") as handle:
-        handle.write(json.dumps({**best, "grid_beam": grid_beam, "set": dev, "trials": trials}, indent=1) + "\n")
-    cfg = DecoderConfig(**{**base.__dict__, "lm_weight": best["lm_weight"], "word_bonus": best["word_bonus"]})
+    dev_ids, dev_rows = posteriors[sets[0]]
+    best = dec.choose_weights(sets[0], data, [dict(zip(dev_ids, dec.texts(dev_rows, cfg))) for *_, cfg in dec.grid()])
+    cfg = dec.best_config(best)
     for name in sets:
         ids, rows = posteriors[name]
-        hyps = decode_rows(rows, cfg, tables, device, False, suppress, batch)
-        write_decode(amdir / f"decode_{name}_beam", ids, [tokenizer.decode(h[0].tokens) if h else "" for h in hyps],
-                     {"decoder": "beam", "beam": cfg.beam, "lm": str(lm_path), "lm_weight": cfg.lm_weight,
-                      "word_bonus": cfg.word_bonus, "bonus_unit": conf.get("bonus_unit", "token")})
+        dec.write_beam(name, dict(zip(ids, dec.texts(rows, cfg))), cfg)
         log.info("%s: beam + LM done", name)
     return best
+
+
+# ------------------------------------------------------------------ the stage as --nj jobs (--cmd)
+# Round "grid": job J decodes its part of dev at every grid point; the stage then picks the
+# weights. Round "final": job J decodes its part of every set, greedy and with those weights;
+# the stage then writes each hyp.txt. Jobs write JSON under AMDIR/.decode_jobs (removed after);
+# the outputs equal run_stage's byte for byte.
+ROUNDS = ("grid", "final")
+
+
+def _job_file(amdir: Path, round_name: str, job: int) -> Path:
+    return amdir / ".decode_jobs" / f"{round_name}.{job}.json"
+
+
+def run_job(round_name: str, job: int, nj: int, amdir: Path, lang: Path, data: Path, sets: list[str],
+            device: str, decode_conf: str) -> None:
+    dec = StageDecoder.load(amdir, lang, device, decode_conf)
+    if round_name == "grid":
+        ids, rows = dec.log_probs(data / sets[0], nj, job)
+        out: dict = {"ids": ids, "grid": [dec.texts(rows, cfg) for *_, cfg in dec.grid()]}
+    else:
+        best = json.loads((amdir / f"decode_{sets[0]}_beam" / "best_weights.json").read_text(encoding="utf-8"))
+        cfg = dec.best_config(best)
+        out = {}
+        for name in sets:
+            ids, rows = dec.log_probs(data / name, nj, job)
+            out[name] = {"ids": ids, "greedy": dec.texts(rows, None), "beam": dec.texts(rows, cfg)}
+            log.info("%s: job %d of %d: %d utterances", name, job, nj, len(ids))
+    with atomic_write(_job_file(amdir, round_name, job)) as handle:
+        json.dump(out, handle, ensure_ascii=False)
+
+
+def _job_outputs(amdir: Path, round_name: str, nj: int) -> list[dict]:
+    outputs = []
+    for job in range(1, nj + 1):
+        path = _job_file(amdir, round_name, job)
+        if not path.is_file():
+            raise KocallError(f"decode: job {job} of {nj} ({round_name}) reported success but left no '{path}' "
+                              f"(log: {amdir / 'log' / f'decode_{round_name}.{job}.log'})")
+        outputs.append(json.loads(path.read_text(encoding="utf-8")))
+    return outputs
+
+
+def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
+                   decode_conf: str) -> dict:
+    """The stage as two rounds of nj jobs through `cmd` (run.pl, slurm.pl ...); logs in
+    AMDIR/log/decode_{grid,final}.<n>.log."""
+    import shutil
+    import sys
+
+    from kocall.jobs import dispatch
+
+    if nj < 1:
+        raise KocallError(f"--nj must be >= 1, not {nj}")
+    work = amdir / ".decode_jobs"
+    shutil.rmtree(work, ignore_errors=True)
+    argv = [sys.executable, "-m", "kocall.conformer_ctc.decode", "--device", device, "--decode-conf", decode_conf,
+            "--nj", str(nj), "--job", "JOB"]
+    tail = [str(amdir), str(lang), str(data), *sets]
+    dec = StageDecoder.load(amdir, lang, device, decode_conf)   # checks the inputs before any job starts
+    try:
+        dispatch(cmd, nj, amdir / "log" / "decode_grid.JOB.log", argv + ["--round", "grid", *tail], "decode (grid)")
+        grid_outputs = _job_outputs(amdir, "grid", nj)
+        grid_hyps = [{u: t for out in grid_outputs for u, t in zip(out["ids"], out["grid"][point])}
+                     for point in range(len(dec.grid()))]
+        best = dec.choose_weights(sets[0], data, grid_hyps)
+        dispatch(cmd, nj, amdir / "log" / "decode_final.JOB.log", argv + ["--round", "final", *tail], "decode")
+        final_outputs = _job_outputs(amdir, "final", nj)
+        cfg = dec.best_config(best)
+        for name in sets:
+            parts = [out[name] for out in final_outputs]
+            dec.write_greedy(name, {u: t for p in parts for u, t in zip(p["ids"], p["greedy"])})
+            dec.write_beam(name, {u: t for p in parts for u, t in zip(p["ids"], p["beam"])}, cfg)
+        return best
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
