@@ -13,6 +13,12 @@ in this order:
    * clock times ``3:30`` -> ``세 시 삼십 분``;
    * decimals ``3.5`` -> ``삼 점 오`` (digits after the point one by one, zero as 영);
      ``%`` -> ``퍼센트``;
+   * dates ``2019-03-15``, ``2019.3.15``, ``2019/03/15`` -> ``이천십구 년 삼 월 십오 일``;
+   * numbers with two or more points (versions ``2.0.1``, IP addresses ``192.168.0.1``): each
+     part read on its own, joined by 점 (``이 점 영 점 일``);
+   * a minus sign before a number (not between two) is read ``마이너스`` (``-5도`` -> ``마이너스
+     오 도``); a range ``3~5`` is read with 에서 (``삼 에서 오``);
+   * numbers of 10^16 and more have no reading in 만-groups: digit by digit, zero as 영;
    * a number followed by a counter is read in the system the counter takes: native Korean
      before counters of people/things/hours/times (``3명`` -> ``세 명``, ``2시`` -> ``두 시``,
      ``20살`` -> ``스무 살``, also 개 마리 잔 병 권 장 대 통 시간 ...), Sino-Korean before
@@ -24,7 +30,8 @@ in this order:
      ordinal (``첫 번째``, ``두 번째``). 분 is minutes unless followed by 께/들 (people).
    * 대 after a multiple of ten is an age group, Sino-Korean (``20대`` -> ``이십 대``);
    * any other number is read Sino-Korean and stays attached to what follows
-     (``3을`` -> ``삼을``).
+     (``3을`` -> ``삼을``); whatever digit is still left is read digit by digit, so no ASCII
+     digit ever reaches a transcript.
 3. **Latin letters** are upper-cased and kept as they are: each letter is one output unit
    (``kt`` -> ``KT``), and scoring counts each letter as one character.
 4. **Punctuation**: mode ``strip`` (the default) removes all of it; mode ``keep-final`` keeps
@@ -67,6 +74,12 @@ _LEADING_ZERO = re.compile(_START + r"0\d+" + _END)
 _CLOCK = re.compile(r"(?<![\d.:])(\d{1,2}):(\d{2})(?![\d:])")
 _DECIMAL = re.compile(_START + r"(\d+)\.(\d+)" + _END)
 _PERCENT = re.compile(r"\s*[%％]")
+_DATE = re.compile(r"(?<![\d.])(\d{4})([-./])(\d{1,2})\2(\d{1,2})(?![\d])(?!\.\d)")
+_DOTTED = re.compile(_START + r"\d+(?:\.\d+){2,}(?!\d)(?!\.\d)")
+_NEGATIVE = re.compile(r"(?<![\w.,])[-\u2212\u2013](?=\d)")
+_RANGE = re.compile(r"(\d)\s*[~\u301c\uff5e]\s*(?=[-\u2212]?\d)")
+_DIGIT_RUN = re.compile(r"\d+")
+SINO_MAX = 10**16  # kocall.korean_numbers.sino reads up to 9999조; longer numbers digit by digit
 # Counters the number reader knows, longest first so that 시간 wins over 시, 번째 over 번.
 _COUNTER_WORDS = sorted({c.split("(", 1)[0] for c in NATIVE_COUNTERS | SINO_COUNTERS}, key=len, reverse=True)
 _NUMBER_COUNTER = re.compile(_START + r"(\d+) ?(" + "|".join(map(re.escape, _COUNTER_WORDS)) + r")")
@@ -92,7 +105,28 @@ def _counter_sense(counter: str, following: str) -> str:
     return counter
 
 
+def _sino_or_digits(digits: str) -> str:
+    """Sino-Korean reading of a digit string; digit by digit (영 for zero) from 10^16 up."""
+    number = int(digits)
+    return sino(number) if number < SINO_MAX else read_digits(digits, zero="영")
+
+
+def _read_date(match: re.Match) -> str:
+    year, month, day = int(match.group(1)), int(match.group(3)), int(match.group(4))
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return match.group(0).replace(match.group(2), " ")  # not a date: the numbers one by one
+    return f" {sino(year)} 년 {read_with_counter(month, '월')} {sino(day)} 일 "
+
+
+def _read_dotted(match: re.Match) -> str:
+    parts = match.group(0).split(".")
+    words = [read_digits(p, zero="영") if len(p) > 1 and p[0] == "0" else _sino_or_digits(p) for p in parts]
+    return " " + " 점 ".join(words) + " "
+
+
 def _read_counted(match: re.Match) -> str:
+    if int(match.group(1)) >= SINO_MAX:
+        return f" {_sino_or_digits(match.group(1))} {match.group(2)}"
     number, counter = int(match.group(1)), match.group(2)
     following = match.string[match.end():match.end() + 4]
     sense = _counter_sense(counter, following)
@@ -112,7 +146,7 @@ def _read_clock(match: re.Match) -> str:
 
 
 def _read_decimal(match: re.Match) -> str:
-    words = f"{sino(int(match.group(1)))} 점 {read_digits(match.group(2), zero='영')}"
+    words = f"{_sino_or_digits(match.group(1))} 점 {read_digits(match.group(2), zero='영')}"
     following = match.string[match.end():].lstrip()
     # a counter after a decimal is a separate word, as after an integer (삼 점 오 킬로)
     return words + " " if following.startswith(tuple(_COUNTER_WORDS)) else words
@@ -123,13 +157,18 @@ def verbalize_numbers(text: str) -> str:
     if not _ANY_DIGIT.search(text):
         return text.replace("%", " 퍼센트")  # most lines: skip the number regexes (4x faster)
     text = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), text)
+    text = _DATE.sub(_read_date, text)
+    text = _DOTTED.sub(_read_dotted, text)
+    text = _RANGE.sub(lambda m: f"{m.group(1)} 에서 ", text)
+    text = _NEGATIVE.sub(" 마이너스 ", text)
     text = _DIGIT_GROUPS.sub(lambda m: f" {read_digits(m.group(0))}", text)
     text = _LEADING_ZERO.sub(lambda m: read_digits(m.group(0)), text)
     text = _CLOCK.sub(_read_clock, text)
     text = _PERCENT.sub(" 퍼센트", text)
     text = _DECIMAL.sub(_read_decimal, text)
     text = _NUMBER_COUNTER.sub(_read_counted, text)
-    return _INTEGER.sub(lambda m: sino(int(m.group(0))), text)
+    text = _INTEGER.sub(lambda m: _sino_or_digits(m.group(0)), text)
+    return _DIGIT_RUN.sub(lambda m: " " + read_digits(m.group(0), zero="영") + " ", text)
 
 
 def _latin_base(ch: str) -> str:

@@ -482,3 +482,34 @@ def test_help_lists_one_line_descriptions() -> None:
         summary = command_summary(target)
         assert summary and "kocall." not in summary, (name, summary)
         assert summary.split()[0] in result.output
+
+
+# ------------------------------------------------------------------ 3. the normaliser writes out every digit
+@pytest.mark.parametrize("text, expected", [
+    ("버전 2.0.1", "버전 이 점 영 점 일"),
+    ("192.168.0.1", "백구십이 점 백육십팔 점 영 점 일"),
+    ("영하 -5도", "영하 마이너스 오 도"),
+    ("-3.5", "마이너스 삼 점 오"),
+    ("2019-03-15", "이천십구 년 삼 월 십오 일"),
+    ("2019.3.15.", "이천십구 년 삼 월 십오 일"),
+    ("2019/06/10 방문", "이천십구 년 유 월 십 일 방문"),
+    ("3~5명", "삼 에서 다섯 명"),
+    ("기온 -3~-5도", "기온 마이너스 삼 에서 마이너스 오 도"),
+    ("12345678901234567890", "일이삼사오육칠팔구영일이삼사오육칠팔구영"),
+    ("10000000000000000원", "일영영영영영영영영영영영영영영영영 원"),
+    ("9999999999999999", "구천구백구십구조 구천구백구십구억 구천구백구십구만 구천구백구십구"),
+])
+def test_normaliser_reads_every_number(text: str, expected: str) -> None:
+    from kocall.text_norm import normalize_text
+
+    assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1.05.3", "3:30:15", "1,000,000.50", "2019-13-45", "1.0.0-beta", "5-3=2",
+                                  "v10.2.x", "x86_64", "100,000,000,000,000,000", "1e10", "٣명", "0.0.0.0:8080",
+                                  "12.34.56.78.90.12.34.56.78.90", "99999999999999999999번"])
+def test_no_ascii_digit_survives(text: str) -> None:
+    from kocall.text_norm import normalize_text
+
+    result = normalize_text(text)
+    assert result and not any("0" <= ch <= "9" for ch in result), result
