@@ -26,11 +26,13 @@ unit=char           # char (Korean syllables + space) | bpe (sentencepiece)
 lm_order=6
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1
+hotwords=           # a hotwords list (phrase [:weight] per line) biasing decoding of every set;
+                    # default: only sets with their own $data/<set>/hotwords (synthetic test_hotwords)
 allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # let wav.scp/feats.scp entries be shell pipes (`cmd |`); default: KOCALL_ALLOW_PIPES
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup"
+_kocall_option_vars="stage stop_stage nj force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup hotwords"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
@@ -136,17 +138,20 @@ fi
 # Stage 5: decoding: greedy, and CTC prefix beam search with the n-gram LM (kernels/ctc_decoder);
 #   LM weight and bonus are grid-searched on dev and applied to the test sets.
 #   in:  $amdir/final, $lang/lm/lm.arpa, $data/{dev,<test sets>}
-#   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json
+#   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json,
+#        and with hotwords (--hotwords, or $data/<set>/hotwords) $amdir/decode_<set>_beam_hotwords/hyp.txt
 if in_stage 5 "decoding"; then
   if stage_begin "$exp/.done/$(basename "$amdir").decode" "$exp/.done/$(basename "$amdir").train" \
-       "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh -- "device=$device"; then
-    steps/decode.sh --device "$device" --nj "$nj" --decode-conf conf/decode.yaml \
+       "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
+       ${hotwords:+"hotwords=$hotwords"}; then
+    steps/decode.sh --device "$device" --nj "$nj" --decode-conf conf/decode.yaml --hotwords "$hotwords" \
       "$amdir" "$lang" "$data" dev $(test_sets)
     stage_end
   fi
 fi
 
-# Stage 6: scoring (CRR = (1 - CER) x 100 with spaces removed, plus CER and WER).
+# Stage 6: scoring (CRR = (1 - CER) x 100 with spaces removed, plus CER and WER; for sets
+#   decoded with or holding a hotwords list, hotword recall and false alarms beside CRR).
 #   in:  $amdir/decode_*/hyp.txt, $data/<set>/text
 #   out: $amdir/decode_*/{score.json,score.txt,align.txt}, $amdir/RESULTS.md
 if in_stage 6 "scoring"; then

@@ -271,10 +271,10 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     cfg = DecoderConfig(beam=beam, token_topk=token_topk, token_min_logp=token_min_logp,
                         lm_weight=lm_weight if lm else 0.0, word_bonus=word_bonus, bonus_token=bonus_token,
                         nbest=min(nbest, beam), blank_id=tokenizer.blank_id)
-    tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
     if hotwords and greedy:
         raise KocallError("--hotwords biases the beam search; it cannot be used with --greedy")
-    context = compile_hotwords(hotwords, tokenizer, hotword_weight) if hotwords else None
+    context = compile_hotwords(hotwords, tokenizer, hotword_weight) if hotwords else None  # a bad list fails first
+    tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
     make_feats = FeatureMaker(Path(model_dir), config, max_seconds)
     feats, good, failed = [], [], []
     for utt in tqdm(utts, desc="features", unit="utt", disable=len(utts) < 20):

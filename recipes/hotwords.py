@@ -86,7 +86,7 @@ def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float):
     for hw in read_hotwords(path):
         ids = tokenizer.encode(hw.phrase)
         if tokenizer.unk_id in ids:
-            unknown = sorted({ch for ch in hw.phrase if not ch.isspace() and tokenizer.unk_count(ch)})
+            unknown = list(dict.fromkeys(ch for ch in hw.phrase if not ch.isspace() and tokenizer.unk_count(ch)))
             raise DataError(f"hotwords file '{path}' line {hw.line}: phrase '{hw.phrase}' has characters the "
                             f"model's units cannot spell: {' '.join(unknown) or '(unknown piece)'}")
         phrases.append((ids, hw.weight if hw.weight is not None else weight))
@@ -135,3 +135,36 @@ def hotword_counts(refs: Mapping[str, str], hyps: Mapping[str, str], phrases: li
             recognised += min(in_ref, in_hyp)
             false_alarms += max(0, in_hyp - in_ref)
     return HotwordCounts(occurrences, recognised, false_alarms, len(keys))
+
+
+def hotword_row(set_dir: Path, info: Mapping, result) -> dict:
+    """Hotword fields of a decode's RESULTS row: the list the decode was biased with
+    (decode_info.json `hotwords`), else the set's own DATA/<set>/hotwords; {} when neither."""
+    list_path = Path(info["hotwords"]) if info.get("hotwords") else set_dir / HOTWORDS_FILE
+    if not list_path.is_file():
+        return {}
+    refs = {s.utt_id: s.ref for s in result.per_utt}
+    hyps = {s.utt_id: s.hyp for s in result.per_utt}
+    counts = hotword_counts(refs, hyps, [hw.phrase for hw in read_hotwords(list_path)])
+    return {"hotwords": str(list_path), "hotword_weight": info.get("hotword_weight"),
+            "hotword_phrases": counts.phrases, "hotword_occurrences": counts.occurrences,
+            "hotword_recognised": counts.recognised, "hotword_recall": counts.recall,
+            "hotword_false_alarms": counts.false_alarms, "hotword_summary": counts.summary()}
+
+
+def hotword_table(rows: list[dict]) -> str:
+    """The RESULTS.md section for rows with hotword fields ('' when none has)."""
+    rows = [r for r in rows if r.get("hotwords")]
+    if not rows:
+        return ""
+    lines = ["", "## Hotwords", "",
+             "Recall: phrase occurrences in the references that the hypothesis of the same utterance holds "
+             "(spaces removed); false alarms: occurrences in hypotheses beyond the reference's.", "",
+             "| set | decoder | list | phrases | hotword weight | occurrences | recall | false alarms | CRR |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        weight = "-" if r["hotword_weight"] is None else f"{r['hotword_weight']:g}"
+        lines.append(f"| {r['set']} | {r['decoder']} | {r['hotwords']} | {r['hotword_phrases']} | {weight} | "
+                     f"{r['hotword_occurrences']} | {r['hotword_recall']:.2f} | {r['hotword_false_alarms']} | "
+                     f"{r['crr']:.2f} |")
+    return "\n".join(lines) + "\n"

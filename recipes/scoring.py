@@ -34,6 +34,7 @@ from rapidfuzz.distance import Levenshtein
 
 from kocall.errors import DataError
 from kocall.fileio import atomic_write, read_table
+from kocall.hotwords import hotword_row, hotword_table
 
 
 @dataclass
@@ -242,6 +243,7 @@ def score_decodes(amdir: str | os.PathLike, data: str | os.PathLike, sets: list[
         rows.append({"set": set_name, "decoder": decoder, "crr": result.crr, "cer": result.cer,
                      "wer": result.wer, "utts": result.utts, **{k: info.get(k) for k in
                                                                  ("beam", "lm", "lm_weight", "word_bonus")}})
+        rows[-1].update(hotword_row(data / set_name, info, result))
     if not rows:
         raise DataError(f"no decode_<set>_*/hyp.txt under '{amdir}' for sets {' '.join(sets)}")
     lines = ["| set | decoder | CRR | CER | WER | utts | beam | LM | lm_weight | word_bonus |",
@@ -252,7 +254,7 @@ def score_decodes(amdir: str | os.PathLike, data: str | os.PathLike, sets: list[
                      f"{_cell(row['lm_weight'])} | {_cell(row['word_bonus'])} |")
     with atomic_write(amdir / "RESULTS.md") as handle:
         handle.write(f"# Results: {amdir.name}\n\nCRR = (1 - CER) x 100, spaces removed; "
-                     "CER and WER in %.\n\n" + "\n".join(lines) + "\n")
+                     "CER and WER in %.\n\n" + "\n".join(lines) + "\n" + hotword_table(rows))
     return rows
 
 
@@ -264,7 +266,7 @@ def score_decodes_cmd(amdir: str, data: str, sets: tuple[str, ...]) -> None:
     """Score AMDIR/decode_<set>_*/hyp.txt against DATA/<set>/text; write AMDIR/RESULTS.md."""
     for row in score_decodes(amdir, data, list(sets)):
         click.echo(f"{row['set']:>12} {row['decoder']:<12} CRR {row['crr']:.2f} | CER {row['cer']:.2f} | "
-                   f"WER {row['wer']:.2f}")
+                   f"WER {row['wer']:.2f}" + (f" | {row['hotword_summary']}" if row.get("hotwords") else ""))
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@
 # with the chosen weights; logs in AMDIR/log/decode_{grid,final}.<n>.log. --cmd '' decodes
 # everything in one process instead (the same bytes).
 # out: AMDIR/decode_<set>_{greedy,beam}/{hyp.txt,decode_info.json},
-#      AMDIR/decode_<dev>_beam/best_weights.json
+#      AMDIR/decode_<dev>_beam/best_weights.json; then, for every set with a hotwords list
+#      (--hotwords FILE for all sets, else DATA/<set>/hotwords), beam + LM + that list's
+#      contextual biasing: AMDIR/decode_<set>_beam_hotwords/ (kocall.conformer_ctc.decode_hotwords)
 set -euo pipefail
 device=cpu
 nj=2
 cmd=run.pl          # run.pl | "slurm.pl [--gpu 1] [--mem 8G]..." (see conf/slurm.conf) | '' (one process)
 decode_conf=conf/decode.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--cmd run.pl] [--decode-conf FILE] AMDIR LANG DATA DEV [TEST...]"
-_kocall_option_vars="device nj cmd decode_conf"
+hotwords=
+help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--cmd run.pl] [--decode-conf FILE] [--hotwords FILE] AMDIR LANG DATA DEV [TEST...]"
+_kocall_option_vars="device nj cmd decode_conf hotwords"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -lt 4 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1; lang=$2; data=$3; shift 3
@@ -22,3 +25,5 @@ amdir=$1; lang=$2; data=$3; shift 3
 export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-$nj}
 python -m kocall.conformer_ctc.decode --device "$device" --decode-conf "$decode_conf" --nj "$nj" --cmd "$cmd" \
   "$amdir" "$lang" "$data" "$@"
+python -m kocall.conformer_ctc.decode_hotwords --device "$device" --decode-conf "$decode_conf" \
+  ${hotwords:+--hotwords "$hotwords"} "$amdir" "$lang" "$data" "$@"

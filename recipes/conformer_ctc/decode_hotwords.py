@@ -1,0 +1,94 @@
+"""Decode stage, hotwords part (run.sh stage 5 after kocall.conformer_ctc.decode; steps/decode.sh).
+
+For every set with a hotwords list, beam search + LM with the weights the stage chose on dev
+(AMDIR/decode_<dev>_beam/best_weights.json) and the list's contextual biasing, to
+AMDIR/decode_<set>_beam_hotwords/{hyp.txt,decode_info.json}. The list is `--hotwords FILE`
+for every set when given, else DATA/<set>/hotwords where the set has one (the synthetic
+test_hotwords does); sets without a list are skipped. decode_info.json records the list and
+`hotword_weight` (conf/decode.yaml, the per-unit bonus of phrases without their own), so
+that scoring (kocall.scoring) reports hotword recall and false alarms beside CRR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from kocall.conformer_ctc.decode import load_decode_conf, set_log_probs, write_decode
+from kocall.decode import FeatureMaker, decode_rows, load_lm_tables
+from kocall.errors import DataError, KocallError
+from kocall.hotwords import HOTWORDS_FILE, compile_hotwords
+from kocall_kernels.ctc_decoder import DecoderConfig
+
+log = logging.getLogger("kocall.decode_stage")
+DEFAULT_HOTWORD_WEIGHT = 1.5   # sherpa-onnx's default per-unit hotword score
+
+
+def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str, Path]:
+    """{set: its hotwords list}: `hotwords` for every set, else each set's own DATA/<set>/hotwords."""
+    if hotwords:
+        if not Path(hotwords).is_file():
+            raise DataError(f"hotwords file '{hotwords}' is missing")
+        return {name: Path(hotwords) for name in sets}
+    return {name: data / name / HOTWORDS_FILE for name in sets if (data / name / HOTWORDS_FILE).is_file()}
+
+
+def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str,
+                 hotwords: str | None = None) -> list[str]:
+    """Decode the sets that have a list (see the module docstring); returns their names."""
+    from kocall.conformer_ctc.model_dir import load_model_dir
+
+    lists = hotword_lists(data, sets, hotwords)
+    if not lists:
+        log.info("no set has a hotwords list: nothing to bias")
+        return []
+    conf = load_decode_conf(decode_conf)
+    weight = float(conf.get("hotword_weight", DEFAULT_HOTWORD_WEIGHT))
+    best_file = amdir / f"decode_{sets[0]}_beam" / "best_weights.json"
+    if not best_file.is_file():
+        raise DataError(f"file '{best_file}' is missing: run the decode stage's weight search first")
+    best = json.loads(best_file.read_text(encoding="utf-8"))
+    model, tokenizer, config = load_model_dir(amdir / "final", device)
+    graphs = {path: compile_hotwords(path, tokenizer, weight) for path in set(lists.values())}  # all checked first
+    lm_path = lang / "lm" / "lm.arpa"
+    tables = load_lm_tables(lm_path, lang / "tokens.txt")
+    bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
+    cfg = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
+                        token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
+                        blank_id=tokenizer.blank_id, lm_weight=float(best["lm_weight"]),
+                        word_bonus=float(best["word_bonus"]))
+    make_feats = FeatureMaker(amdir / "final", config)
+    for name, path in lists.items():
+        ids, rows = set_log_probs(model, data / name, make_feats, device)
+        hyps = decode_rows(rows, cfg, tables, device, False, tokenizer.suppressed_ids,
+                           int(conf.get("batch_size", 64)), graphs[path])
+        write_decode(amdir / f"decode_{name}_beam_hotwords", ids,
+                     [tokenizer.decode(h[0].tokens) if h else "" for h in hyps],
+                     {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(lm_path), "lm_weight": cfg.lm_weight,
+                      "word_bonus": cfg.word_bonus, "bonus_unit": conf.get("bonus_unit", "token"),
+                      "hotwords": str(path), "hotword_weight": weight, "hotword_phrases": graphs[path].num_phrases})
+        log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, graphs[path].num_phrases)
+    return list(lists)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--decode-conf", default="conf/decode.yaml")
+    parser.add_argument("--hotwords", default=None, help="one list for every set (default: DATA/<set>/hotwords)")
+    parser.add_argument("amdir")
+    parser.add_argument("lang")
+    parser.add_argument("data")
+    parser.add_argument("sets", nargs="+", help="the decode stage's sets, dev first")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        run_hotwords(Path(args.amdir), Path(args.lang), Path(args.data), args.sets, args.device, args.decode_conf,
+                     args.hotwords or None)
+    except KocallError as err:
+        raise SystemExit(f"decode: {err.format_message()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Hotwords end to end: the list format, compiling over the model's units, `kocall decode
+--hotwords`, the decode stage's biased decodes, and hotword recall / false alarms in scoring.
+
+Decoding expectations are computed independently of kocall.decode: the CPU beam search on
+log-probs computed directly (tests/test_decode.py's setup) with a ContextGraph built from
+hand-written unit ids."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kocall.conformer_ctc import decode as stage
+from kocall.conformer_ctc import decode_hotwords
+from kocall.datadir import Utterance, write_data_dir
+from kocall.errors import DataError
+from kocall.hotwords import compile_hotwords, hotword_counts, read_hotwords
+from kocall.lang import Tokenizer
+from kocall.scoring import score_decodes
+from kocall_kernels.ctc_decoder import DecoderConfig
+from kocall_kernels.ctc_decoder.context_graph import ContextGraph
+from kocall_kernels.ngram.tables import NgramTables
+from tests.test_decode import MIN_LOGP, TOPK, UTTS, invoke, read_kaldi_text, setup, write_bigram_arpa  # noqa: F401
+from tests.test_export import VOCAB
+
+# Single-character units for the tiny model of tests/test_decode.py (its weights do not care
+# what the units are called), so that text phrases tokenise into them.
+CHARS = "가나다라마바사아자차카타파하거너더러머버서어저처커터퍼허"[: VOCAB - 3]
+
+
+@pytest.fixture(scope="module")
+def char_model(setup, tmp_path_factory) -> dict:  # noqa: F811 (the fixture is imported)
+    model = tmp_path_factory.mktemp("hw") / "final"
+    shutil.copytree(setup["model"], model)
+    (model / "tokens.txt").write_text("<blk> 0\n▁ 1\n<unk> 2\n" + "".join(f"{c} {i}\n" for i, c in enumerate(CHARS, 3)),
+                                      encoding="utf-8")
+    tokenizer = Tokenizer.from_lang_dir(model)
+    assert tokenizer.encode("가나") == [3, 4]
+    write_bigram_arpa(model.parent / "lm.arpa", ["▁", *CHARS])
+    tables = NgramTables.from_arpa(model.parent / "lm.arpa", model / "tokens.txt", progress=False)
+    return {"model": model, "tokenizer": tokenizer, "lm": model.parent / "lm.arpa", "tables": tables}
+
+
+def best_texts(setup: dict, tokenizer, cfg: DecoderConfig, tables, context=None,  # noqa: F811
+               rank: int = 0) -> dict[str, str]:
+    from kocall_kernels.ctc_decoder import cpu
+    import numpy as np
+
+    utts = sorted(UTTS)
+    rows = [setup["log_probs"][u] for u in utts]
+    lens = np.array([r.shape[0] for r in rows])
+    lp = np.zeros((len(rows), lens.max(), rows[0].shape[1]), np.float32)
+    for b, r in enumerate(rows):
+        lp[b, : r.shape[0]] = r
+    return {u: tokenizer.decode(h[rank].tokens) for u, h in zip(utts, cpu.decode_batch(lp, lens, cfg, tables, context))}
+
+
+# ------------------------------------------------------------------ 1. the list format
+
+def test_read_hotwords_weights_comments_and_normalisation(tmp_path: Path) -> None:
+    path = tmp_path / "hotwords"
+    path.write_text("# branches\n명동점 :2.5\n\n  사당역점  \n3번 출구:1\nkt 매장 : 0.5\n", encoding="utf-8")
+    got = [(h.phrase, h.weight, h.line) for h in read_hotwords(path)]
+    assert got == [("명동점", 2.5, 2), ("사당역점", None, 4), ("삼 번 출구", 1.0, 5), ("KT 매장", 0.5, 6)]
+
+
+@pytest.mark.parametrize("line,message", [
+    ("명동점 :abc", "line 1: weight 'abc' of '명동점' is not a number"),
+    ("명동점 :-1", "line 1: weight of '명동점' must be a positive number"),
+    ("?! :2", "line 1: phrase '?!' is empty after normalisation"),
+])
+def test_bad_lines_are_named(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "hotwords"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        read_hotwords(path)
+    assert str(path) in err.value.format_message() and "\n" not in err.value.format_message()
+
+
+def test_compile_over_the_model_units(char_model, tmp_path: Path) -> None:
+    path = tmp_path / "hotwords"
+    path.write_text("가나다 :2\n나다\n가 나\n", encoding="utf-8")
+    graph = compile_hotwords(path, char_model["tokenizer"], 0.5)
+    want = ContextGraph.build([([3, 4, 5], 2.0), ([4, 5], 0.5), ([3, 1, 4], 0.5)], VOCAB)
+    for name in ("state_arc_start", "arc_token", "arc_next_state", "state_fail", "state_score", "state_output",
+                 "root_next"):
+        assert (getattr(graph, name) == getattr(want, name)).all(), name
+
+
+def test_unknown_characters_are_one_line_naming_the_phrase(char_model, tmp_path: Path) -> None:
+    path = tmp_path / "hotwords"
+    path.write_text("가나\n가락점 :2\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        compile_hotwords(path, char_model["tokenizer"], 1.0)
+    message = err.value.format_message()
+    assert message == (f"hotwords file '{path}' line 2: phrase '가락점' has characters the model's units cannot "
+                       "spell: 락 점")
+
+
+def test_cli_unknown_hotword_fails_before_writing(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
+    hot = tmp_path / "hotwords"
+    hot.write_text("명동점\n", encoding="utf-8")
+    out = tmp_path / "hyp.txt"
+    proc = subprocess.run([sys.executable, "-m", "kocall.cli", "decode", "--model", str(char_model["model"]),
+                           "--data-dir", str(setup["data"]), "--lm", str(char_model["lm"]), "--hotwords", str(hot),
+                           "--out", str(out)], capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and not out.exists()
+    assert f"hotwords file '{hot}' line 1: phrase '명동점' has characters" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ------------------------------------------------------------------ 2. kocall decode --hotwords
+
+def test_cli_hotwords_match_the_cpu_decoder(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
+    tok = char_model["tokenizer"]
+    cfg = DecoderConfig(beam=4, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)
+    plain = best_texts(setup, tok, cfg, char_model["tables"])
+    # Boost the two-unit tail of one utterance's plain hypothesis with a sibling unit swapped
+    # in, so the biased search has something to win; one line uses its own weight.
+    hot = tmp_path / "hotwords"
+    hot.write_text("나다라 :3\n마바\n", encoding="utf-8")
+    context = ContextGraph.build([([4, 5, 6], 3.0), ([7, 8], 2.0)], VOCAB)
+    want = best_texts(setup, tok, cfg, char_model["tables"], context)
+    assert want != plain  # the phrases really changed the search
+    out = tmp_path / "hyp.txt"
+    result = invoke(["--model", char_model["model"], "--data-dir", setup["data"], "--lm", char_model["lm"], "--beam", 4,
+                     "--lm-weight", 0.5, "--word-bonus", 0.5, "--hotwords", hot, "--hotword-weight", 2.0,
+                     "--out", out])
+    assert result.exit_code == 0, result.output
+    assert read_kaldi_text(out) == want
+    greedy = invoke(["--model", char_model["model"], "--data-dir", setup["data"], "--greedy", "--hotwords", hot])
+    assert greedy.exit_code == 1 and "cannot be used with --greedy" in greedy.output
+
+
+# ------------------------------------------------------------------ 3. the decode stage and scoring
+
+def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
+    tok = char_model["tokenizer"]
+    amdir, lang, data = tmp_path / "am", tmp_path / "lang", tmp_path / "data"
+    shutil.copytree(char_model["model"], amdir / "final")
+    (lang / "lm").mkdir(parents=True)
+    shutil.copyfile(char_model["model"] / "tokens.txt", lang / "tokens.txt")
+    shutil.copyfile(char_model["lm"], lang / "lm" / "lm.arpa")
+    conf = tmp_path / "decode.yaml"
+    conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 2.0,
+                                    "grid": {"beam": 3, "lm_weight": [0.5], "word_bonus": [0.5]}}))
+    tables = char_model["tables"]
+    cfg = DecoderConfig(beam=3, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)
+    plain = best_texts(setup, tok, cfg, tables)
+    # The hotword: a piece of a lower-ranked hypothesis that no plain 1-best holds and that the
+    # biased search then outputs; that utterance's reference says it. The list also holds a
+    # phrase no reference says.
+    nbest = DecoderConfig(**{**cfg.__dict__, "beam": 8, "nbest": 8})
+    found = None
+    for rank in range(1, 8):
+        for utt, text in best_texts(setup, tok, nbest, tables, rank=rank).items():
+            chars = text.replace(" ", "")
+            for piece in (chars[i:i + n] for n in (2, 3) for i in range(len(chars) - n + 1)):
+                if found is None and all(piece not in t.replace(" ", "") for t in plain.values()):
+                    context = ContextGraph.build([(tok.encode(piece), 2.0), (tok.encode("타파"), 2.0)], VOCAB)
+                    biased = best_texts(setup, tok, cfg, tables, context)
+                    if piece in biased[utt].replace(" ", ""):
+                        found = (utt, piece)
+    assert found is not None, "no hotword the biased search can win"
+    utt, piece = found
+    refs = {**plain, utt: biased[utt]}
+    wavs = setup["wavs"]
+    write_data_dir(data / "dev", [Utterance(u, "spk", str(wavs[u]), refs[u] or "가", None) for u in sorted(UTTS)])
+    write_data_dir(data / "test", [Utterance(u, "spk", str(wavs[u]), refs[u] or "가", None) for u in sorted(UTTS)])
+    (data / "test" / "hotwords").write_text(f"{piece}\n타파\n", encoding="utf-8")
+
+    stage.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
+    decode_hotwords.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
+    assert not (amdir / "decode_dev_beam_hotwords").exists()  # dev has no list
+    got = read_kaldi_text(amdir / "decode_test_beam_hotwords" / "hyp.txt")
+    assert got == biased and read_kaldi_text(amdir / "decode_test_beam" / "hyp.txt") == plain
+    info = json.loads((amdir / "decode_test_beam_hotwords" / "decode_info.json").read_text())
+    assert info["hotwords"] == str(data / "test" / "hotwords") and info["hotword_weight"] == 2.0
+
+    rows = {(r["set"], r["decoder"]): r for r in score_decodes(amdir, data, ["dev", "test"])}
+    phrases = [piece, "타파"]
+    for decoder, hyps in (("beam_hotwords", biased), ("beam", plain)):
+        counts = hotword_counts({u: refs[u] or "가" for u in UTTS}, hyps, phrases)
+        row = rows[("test", decoder)]
+        assert (row["hotword_occurrences"], row["hotword_recognised"], row["hotword_false_alarms"]) == \
+            (counts.occurrences, counts.recognised, counts.false_alarms)
+    assert rows[("test", "beam_hotwords")]["hotword_recall"] > rows[("test", "beam")]["hotword_recall"]
+    assert "hotwords" not in rows[("dev", "beam")]
+    results = (amdir / "RESULTS.md").read_text(encoding="utf-8")
+    assert "## Hotwords" in results and "| test | beam_hotwords |" in results
+
+    # --hotwords: one list for every set, dev included
+    decode_hotwords.main(["--decode-conf", str(conf), "--hotwords", str(data / "test" / "hotwords"),
+                          str(amdir), str(lang), str(data), "dev", "test"])
+    assert read_kaldi_text(amdir / "decode_dev_beam_hotwords" / "hyp.txt") == biased
+
+
+def test_hotword_counts_by_hand() -> None:
+    refs = {"u1": "명동점 예약 명동점", "u2": "사당역점 위치", "u3": "네"}
+    hyps = {"u1": "명동 점 예약", "u2": "사당역 위치 명동점", "u3": "네 명동점 명동점"}
+    counts = hotword_counts(refs, hyps, ["명동점", "사당역점", "강남점"])
+    # u1: 2 said, 1 recognised (spaces ignored); u2: 사당역점 missed, 명동점 a false alarm;
+    # u3: two false alarms
+    assert (counts.occurrences, counts.recognised, counts.false_alarms, counts.phrases) == (3, 1, 3, 3)
+    assert counts.recall == pytest.approx(100 / 3)
