@@ -6,16 +6,26 @@
 #      DEV_DIR/{feats.scp,text}, LANG_DIR/tokens.txt, the model config
 # out: EXP_DIR/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, EXP_DIR/final/ (model dir)
 # Resumable: a rerun continues from the latest checkpoint in EXP_DIR/checkpoints.
-# --ngpu N > 1 (with --device cuda) runs N processes under torchrun (DDP over NCCL).
+# --ngpu N > 1 (with --device cuda) runs N processes under torchrun (DDP over NCCL; with
+# --device cpu, N CPU processes over gloo, which tests the same path without GPUs).
+# --nodes M > 1 (or --slurm) launches through Slurm: `srun` starts one torchrun agent per node
+# (utils/slurm_torchrun.sh), the agents meet at a c10d rendezvous on the first node, and the
+# M x N workers train as one DDP group. Inside an sbatch/salloc allocation srun uses it; else
+# srun asks for one (--srun-opts "--partition gpu --time 24:00:00" adds flags). A rerun with
+# the same --nodes and --ngpu resumes from the latest checkpoint, as on one node.
 set -euo pipefail
 device=cpu
 nj=2
-ngpu=1
+ngpu=1            # processes per node (GPUs per node with --device cuda)
+nodes=1           # > 1: several nodes through srun + torchrun (c10d rendezvous)
+slurm=false       # launch through srun even for --nodes 1
+srun_opts=        # extra srun flags, e.g. "--partition gpu --time 24:00:00 --cpus-per-task 16"
+rdzv_port=        # rendezvous port on the first node (default: derived from the Slurm job id)
 seed=1
 max_minutes=       # override the config's training time budget
 model_conf=conf/model_small.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--seed S] [--max-minutes M] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
-_kocall_option_vars="device nj ngpu seed max_minutes model_conf"
+help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
+_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes model_conf"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
@@ -27,8 +37,14 @@ args=(--model-conf "$model_conf" --train "$train" --dev "$dev" --lang "$lang" --
 # tqdm bars only on a terminal: a log file gets the CSV and per-epoch lines instead.
 [ -t 2 ] || args+=(--no-progress)
 mkdir -p "$exp_dir"
+if [ "$nodes" -gt 1 ] || [ "$slurm" = true ]; then
+  command -v srun >/dev/null || { echo "$0: --nodes $nodes needs Slurm (srun not found)" >&2; exit 1; }
+  gres=(); [ "$device" = cuda ] && gres=(--gres="gpu:$ngpu")
+  # shellcheck disable=SC2086  # srun_opts is a list of flags
+  exec srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 "${gres[@]}" $srun_opts \
+    "$(dirname "$0")/../utils/slurm_torchrun.sh" "$ngpu" "$rdzv_port" -m kocall.conformer_ctc.train "${args[@]}"
+fi
 if [ "$ngpu" -gt 1 ]; then
-  [ "$device" = cuda ] || { echo "$0: --ngpu $ngpu needs --device cuda" >&2; exit 1; }
   exec torchrun --standalone --nproc_per_node "$ngpu" -m kocall.conformer_ctc.train "${args[@]}"
 fi
 exec kocall train "${args[@]}"

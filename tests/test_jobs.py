@@ -216,3 +216,58 @@ def test_decode_jobs_equal_the_in_process_stage_byte_for_byte(decode_setup: dict
     logs = tmp_path / "jobs" / "log"
     assert [job_outcome(logs / f"decode_{r}.{j}.log") for r in ("grid", "final") for j in (1, 2, 3)] == [0] * 6
     assert not (tmp_path / "jobs" / ".decode_jobs").exists()
+
+
+# ------------------------------------------------------------------ multi-process training through Slurm
+def test_ddp_step_through_srun_and_torchrun_equals_the_single_process_step(slurm: Path, tmp_path: Path) -> None:
+    """steps/train.sh --slurm --ngpu 2 --device cpu: srun -> utils/slurm_torchrun.sh -> torchrun
+    (c10d rendezvous) -> 2 gloo ranks, each on half of the global batch. One optimiser step of
+    that equals one single-process step on the whole batch (the loss is normalised by the
+    global number of target units); a rank that did not all-reduce would have stepped on its
+    half alone, which the last assertion shows to differ."""
+    import numpy as np
+    import torch
+
+    from kocall.conformer_ctc.train import RunOptions, run_training
+    from kocall.dataset import make_batches
+    from tests.test_train import TEXTS, make_data_dir, make_lang, write_conf
+
+    train, lang = make_data_dir(tmp_path, TEXTS, seed=0), make_lang(tmp_path)
+    lengths = [int(line.split()[1]) for line in (train / "utt2num_frames").read_text().splitlines()]
+    seed = 3
+    # The largest frame budget that cuts the 6 utterances into exactly 2 batches: one per rank.
+    two = [f for f in range(sum(lengths), 0, -1) if len(make_batches(lengths, f, seed, 0, jitter=0.1)) == 2]
+    assert two, "no frame budget gives two batches"
+    training = {"epochs": 1, "avg": 1, "checkpoint_every": 1000, "log_every": 1}
+    conf_ddp = write_conf(tmp_path / "ddp.yaml", batching={"max_frames": two[0]}, training=training)
+    conf_one = write_conf(tmp_path / "one.yaml", batching={"max_frames": 10 * sum(lengths)}, training=training)
+
+    proc = subprocess.run([str(REPO / "steps" / "train.sh"), "--slurm", "--ngpu", "2", "--device", "cpu", "--nj", "1",
+                           "--seed", str(seed), "--model-conf", str(conf_ddp), str(train), str(train), str(lang),
+                           str(tmp_path / "ddp")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torchrun agent 1 of 1, 2 workers, rendezvous" in proc.stderr
+
+    def single(conf: Path, name: str) -> dict:
+        run_training(RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
+                                exp_dir=str(tmp_path / name), nj=1, seed=seed, progress=False))
+        return torch.load(tmp_path / name / "checkpoints" / "epoch-1.pt", weights_only=True)["model"]
+
+    ddp = torch.load(tmp_path / "ddp" / "checkpoints" / "epoch-1.pt", weights_only=True)["model"]
+    one, two_steps = single(conf_one, "one"), single(conf_ddp, "two_steps")
+    assert ddp.keys() == one.keys()
+
+    def max_diff(a: dict, b: dict) -> float:
+        return max(float((a[k] - b[k]).abs().max()) for k in a if not k.endswith("attn.in_proj_bias"))
+
+    # Attention key biases are left out: their gradient is exactly zero in exact arithmetic
+    # (softmax ignores a constant added to all scores of a query), and Adam turns the rounding
+    # residue, different in any two summation orders, into a step of up to lr.
+    assert max_diff(ddp, one) < 1e-6, max_diff(ddp, one)
+    for key in one:
+        if key.endswith("attn.in_proj_bias"):
+            d = one[key].numel() // 3
+            q_v = torch.cat([one[key][:d] - ddp[key][:d], one[key][2 * d:] - ddp[key][2 * d:]])
+            assert float(q_v.abs().max()) < 1e-6, key
+    # Two single-process steps (one per half) land elsewhere: the comparison can tell.
+    assert max_diff(two_steps, one) > 1e-4
