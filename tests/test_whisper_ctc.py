@@ -28,13 +28,17 @@ REAL = SHARED / "models" / "whisper-base" / "encoder.pt"
 TINY_DIMS = {"n_mels": 16, "n_audio_ctx": 64, "n_audio_state": 32, "n_audio_head": 4, "n_audio_layer": 2}
 
 
-def tiny_openai_checkpoint(path: Path, seed: int = 0, dims: dict | None = None) -> dict[str, torch.Tensor]:
-    """A random Whisper encoder saved as openai-whisper saves a model: {"dims", "model_state_dict"}."""
+def tiny_openai_checkpoint(path: Path, seed: int = 0, dims: dict | None = None, std: float | None = 0.2
+                           ) -> dict[str, torch.Tensor]:
+    """A random Whisper encoder saved as openai-whisper saves a model: {"dims", "model_state_dict"}.
+
+    std: every tensor drawn from N(0, std) (not the default init: a mapping mistake cannot
+    hide behind equal LayerNorm gains); None keeps torch's default initialisation."""
     dims = dict(dims or TINY_DIMS)
     torch.manual_seed(seed)
     model = WhisperCTC(WhisperCTCConfig(vocab_size=5, **dims))
-    for param in model.parameters():   # not the default init: a mapping mistake cannot hide
-        torch.nn.init.normal_(param, std=0.2)
+    for param in model.parameters() if std is not None else ():
+        torch.nn.init.normal_(param, std=std)
     state = {k: v.clone().half() for k, v in model.state_dict().items() if k.startswith("encoder.")}
     state["encoder.positional_embedding"] = sinusoids(dims["n_audio_ctx"], dims["n_audio_state"]).half()
     # The full model's decoder tensors are in the same file: the loader must skip them.
@@ -187,3 +191,75 @@ def test_real_whisper_base_encoder_matches_the_reference() -> None:
         ref = reference_encoder(raw, 8, mel)
     assert ours.shape == (151, 512)
     assert float((ours - ref).abs().max()) < 2e-3 * float(ref.abs().max())
+
+
+# ------------------------------------------------------------------ training through the shared trainer
+
+def whisper_conf(path: Path, checkpoint: Path, **finetune) -> Path:
+    conf = {
+        "arch": "whisper_ctc",
+        "pretrained": {"checkpoint": str(checkpoint)},
+        "model": {"extra_layers": 1, "dropout": 0.0},
+        "finetune": {"freeze_frontend": False, "freeze_blocks": 0, "layer_lr_decay": 0.8, **finetune},
+        "optim": {"lr": 3e-3, "weight_decay": 0.0, "grad_clip": 5.0},
+        "schedule": {"kind": "cosine", "warmup_steps": 10, "final_lr_ratio": 0.1},
+        "batching": {"max_frames": 200, "jitter": 0.1},
+        "augment": {"spec_augment": {"enabled": False}},
+        "training": {"epochs": 50, "checkpoint_every": 10000, "avg": 2, "log_every": 5},
+    }
+    path.write_text(yaml.safe_dump(conf), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("finetune", [{}, {"freeze_blocks": 1, "cache_frozen": True, "cache_views": 2}],
+                         ids=["full", "frozen-block-cached"])
+def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, finetune: dict) -> None:
+    from tests.test_train import N_MELS, TEXTS, CharTokenizer, make_data_dir, make_lang
+
+    from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.conformer_ctc.train import RunOptions, run_training
+    from kocall_kernels.ctc_decoder.greedy import greedy_decode
+
+    train = make_data_dir(tmp_path, TEXTS, seed=0)
+    lang = make_lang(tmp_path)
+    ckpt = tmp_path / "tiny.pt"
+    tiny_openai_checkpoint(ckpt, dims=dict(TINY_DIMS, n_mels=N_MELS), std=None)
+    conf = whisper_conf(tmp_path / "w.yaml", ckpt, **finetune)
+    tok = CharTokenizer.from_lang_dir(lang)
+    opts = RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
+                      exp_dir=str(tmp_path / "exp"), nj=1, seed=3, progress=False)
+    summary = run_training(opts, tokenizer=tok)
+    assert summary["dev_cer"] == 0.0, summary
+    rows = [r for r in (tmp_path / "exp" / "train_log.csv").read_text().splitlines()[1:] if r.split(",")[3]]
+    losses = [float(r.split(",")[3]) for r in rows]
+    assert losses[-1] < 0.1 * losses[0], losses   # the curve falls
+    # The model dir is a whisper_ctc dir with an identity CMVN; it loads and transcribes exactly.
+    model, _, config = load_model_dir(tmp_path / "exp" / "final")
+    assert config["arch"] == "whisper_ctc" and config["model"]["n_audio_state"] == 32
+    assert "tiny.pt" in config["training"]["initialised_from"]
+    import json
+    cmvn = json.loads((tmp_path / "exp" / "final" / "cmvn.json").read_text())
+    assert set(cmvn["mean"]) == {0.0} and set(cmvn["std"]) == {1.0}
+    import kaldiio
+    feats = kaldiio.load_scp(str(train / "feats.scp"))
+    texts = dict(line.split(" ", 1) for line in (train / "text").read_text(encoding="utf-8").splitlines())
+    from kocall.export import export_int8, load_any_model_dir
+
+    export_int8(tmp_path / "exp" / "final", tmp_path / "exp" / "final_int8")
+    int8_model, _, int8_config = load_any_model_dir(tmp_path / "exp" / "final_int8")
+    assert int8_config["quantized"] == "int8-dynamic-linear"
+    assert "encoder.blocks.0.attn.query" in int8_config["quantization"]["modules"]
+    for utt, mat in feats.items():
+        for net in (model, int8_model):
+            with torch.no_grad():
+                log_probs, lens = net(torch.from_numpy(mat)[None], torch.tensor([mat.shape[0]]))
+            assert tok.decode(greedy_decode(log_probs, lens)[0]) == texts[utt]
+    if finetune:
+        # Frozen means frozen: the cached block and the front end equal the checkpoint's.
+        state = torch.load(ckpt, weights_only=True)["model_state_dict"]
+        saved = torch.load(tmp_path / "exp" / "final" / "model.pt", weights_only=True)
+        for key in ("encoder.conv1.weight", "encoder.blocks.0.mlp.0.weight"):
+            assert torch.equal(saved[key], state[key].float()), key
+        assert not torch.equal(saved["encoder.blocks.1.mlp.0.weight"], state["encoder.blocks.1.mlp.0.weight"].float())
+        assert sorted(p.name for p in (tmp_path / "exp" / "cache").iterdir()) == [
+            "dev-view0.pt", "train-view0.pt", "train-view1.pt"]
