@@ -23,19 +23,22 @@ log() { echo "[setup] $*" >&2; }
 # --- 1. Debian packages --------------------------------------------------
 apt_pkgs="espeak-ng sox cmake build-essential libboost-program-options-dev libboost-system-dev
  libboost-thread-dev libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev"
+# Optional: the one-node Slurm that the job-dispatch tests start (utils/local_slurm.sh);
+# installed where we are root, else those tests skip.
+optional_pkgs="slurm-wlm munge"
 missing=""
 for p in $apt_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing Debian packages:$missing"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-  else
-    echo "[setup] ERROR: missing Debian packages:$missing" >&2
-    echo "[setup] install them with: sudo apt-get install$missing" >&2
-    exit 1
-  fi
+missing_optional=""
+for p in $optional_pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing_optional="$missing_optional $p"; done
+if [ -n "$missing$missing_optional" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log "installing Debian packages:$missing$missing_optional"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends $missing $missing_optional >/dev/null
+elif [ -n "$missing" ]; then
+  echo "[setup] ERROR: missing Debian packages:$missing" >&2
+  echo "[setup] install them with: sudo apt-get install$missing" >&2
+  exit 1
 fi
 
 # --- 2. virtualenv -----------------------------------------------------
