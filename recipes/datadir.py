@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kocall.errors import DataError
-from kocall.fileio import atomic_dir, read_table, read_text, write_table
+from kocall.fileio import atomic_dir, check_output_dir, read_table, read_text, write_table
 
 REQUIRED_FILES = ("wav.scp", "text", "utt2spk", "spk2utt")
 
@@ -61,6 +61,13 @@ def _check_id(utt_id: str, path: str) -> None:
         raise DataError(f"utterance '{utt_id}' (file '{path}'): ids must be non-empty with no white space")
 
 
+def check_audio_outside(path: str | os.PathLike, utterances: list[Utterance]) -> None:
+    """A data dir is replaced as a whole: audio inside it would be lost (e.g. DATA = the corpus)."""
+    prefix = os.path.abspath(path) + os.sep
+    inside = [u for u in utterances if os.path.abspath(u.wav.strip()).startswith(prefix)]
+    check_output_dir(path, {f"audio of utterance '{u.utt_id}'": u.wav for u in inside[:1]})
+
+
 def write_data_dir(path: str | os.PathLike, utterances: list[Utterance]) -> DataDir:
     """Validate and atomically write a whole data directory (the dir appears complete or not at all)."""
     path = Path(path)
@@ -81,10 +88,8 @@ def write_data_dir(path: str | os.PathLike, utterances: list[Utterance]) -> Data
                    text={u.utt_id: " ".join(u.text.split()) for u in utterances},
                    utt2spk={u.utt_id: u.speaker for u in utterances},
                    utt2dur={u.utt_id: u.duration for u in utterances if u.duration is not None})
-    # The directory is replaced as a whole: audio inside it would be lost (e.g. DATA = the corpus).
-    prefix = os.path.abspath(path) + os.sep
-    inside = [u for u in utterances if os.path.abspath(u.wav.strip()).startswith(prefix)]
-    with atomic_dir(path, {f"audio of utterance '{u.utt_id}'": u.wav for u in inside[:1]}) as tmp:
+    check_audio_outside(path, utterances)
+    with atomic_dir(path) as tmp:
         write_table(tmp / "wav.scp", data.wav)
         write_table(tmp / "text", data.text)
         write_table(tmp / "utt2spk", data.utt2spk)

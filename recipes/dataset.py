@@ -301,7 +301,7 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
     cache is a pure function of the data, the seed and the frozen weights. Each view is kept in
     `<path_prefix>-view<v>.pt` (atomic) and reused when its key matches.
     """
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     from kocall.fileio import atomic_write
 
@@ -325,7 +325,7 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
                 result.append(stored["hidden"])
                 continue
         hidden: list[torch.Tensor | None] = [None] * len(source.entries)
-        bar = tqdm(chunks, desc=f"caching frozen blocks ({path.name})", disable=not progress, leave=False)
+        bar = progress_bar(chunks, desc=f"caching frozen blocks ({path.name})", disable=not progress, leave=False)
         for done, chunk in enumerate(bar):
             mats = [source.features(i, np.random.default_rng([seed, 7919, view, i]) if view else None)
                     for i in chunk]

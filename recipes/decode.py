@@ -204,11 +204,12 @@ def pad_log_probs(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def decode_rows(rows: list[np.ndarray], cfg: DecoderConfig, tables, device: str, greedy: bool,
                 suppress: Sequence[int], batch_size: int = 64, context=None) -> list[list[Hypothesis]]:
     """Decode per-utterance log-probs in batches of similar length (less padding)."""
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     order = sorted(range(len(rows)), key=lambda i: rows[i].shape[0])
     result: list[list[Hypothesis] | None] = [None] * len(rows)
-    for start in tqdm(range(0, len(order), batch_size), desc="decode", unit="batch", disable=len(order) <= batch_size):
+    for start in progress_bar(range(0, len(order), batch_size), desc="decode", unit="batch",
+                              disable=len(order) <= batch_size):
         idx = order[start: start + batch_size]
         lp, lens = pad_log_probs([rows[i] for i in idx])
         for i, hyps in zip(idx, decode_posteriors(lp, lens, cfg, tables, device, greedy, suppress, context)):
@@ -258,7 +259,7 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, max_seconds) -> None:
     """Decode WAV files, a data dir or an scp with a Conformer-CTC model dir."""
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     from kocall.conformer_ctc.model_dir import load_model_dir
 
@@ -277,7 +278,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
     make_feats = FeatureMaker(Path(model_dir), config, max_seconds)
     feats, good, failed = [], [], []
-    for utt in tqdm(utts, desc="features", unit="utt", disable=len(utts) < 20):
+    for utt in progress_bar(utts, desc="features", unit="utt", disable=len(utts) < 20):
         try:
             feats.append(make_feats(utt))
             good.append(utt)

@@ -39,7 +39,7 @@ import click
 import numpy as np
 
 from kocall.errors import DataError, KocallError, where
-from kocall.fileio import atomic_write, read_table
+from kocall.fileio import atomic_write, default_mode, read_table, remove_stale_temps, temp_prefix
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 
@@ -228,10 +228,10 @@ def run_jobs(jobs: list[Job], nj: int, show_progress: bool = True) -> list[JobRe
     from a few hours of audio up (POOL_MIN_UTTS); smaller data dirs run in this process with nj
     numba threads. Workers are spawned, not forked: numba's OpenMP threads do not survive a fork.
     """
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     total = sum(len(j.utts) for j in jobs)
-    with tqdm(total=total, desc="fbank", unit="utt", disable=not show_progress, leave=False) as bar:
+    with progress_bar(total=total, desc="fbank", unit="utt", disable=not show_progress, leave=False) as bar:
         if nj > 1 and len(jobs) > 1 and total >= POOL_MIN_UTTS:
             return _run_pool(jobs, nj, bar)
         with _numba_threads(nj):
@@ -328,6 +328,8 @@ def make_feats(data_dir: str | os.PathLike, conf: FbankLike, nj: int = 2, device
             (data_dir / name).unlink()
     ark_dir = (data_dir / "data").resolve()
     ark_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(ark_dir)   # temp shards of a killed run
+    remove_stale_temps(data_dir)
     shards = split_jobs(utts, nj)
     if cmd is None:
         results, tmps = _run_in_process(shards, ark_dir, cfg, backend, allow_pipes, nj, show_progress)
@@ -354,8 +356,9 @@ def _run_in_process(shards: list[list[tuple[str, str]]], ark_dir: Path, cfg: Fba
     jobs = []
     try:
         for index, shard in enumerate(shards, 1):
-            fd, tmp = tempfile.mkstemp(prefix=f".feats.{index}.ark.", suffix=".tmp", dir=ark_dir)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(f"feats.{index}.ark"), suffix=".tmp", dir=ark_dir)
             os.close(fd)
+            os.chmod(tmp, default_mode())  # mkstemp's 0600 would survive the rename
             jobs.append(Job(index, shard, tmp, cfg, backend, allow_pipes))
         return run_jobs(jobs, nj, show_progress), {job.index: job.ark_tmp for job in jobs}
     except BaseException:
@@ -470,7 +473,7 @@ def compute_cmvn(data_dir: str | os.PathLike, std_floor: float = CMVN_STD_FLOOR,
     Accumulated in float64 around the first utterance's mean (a shift), so sum-of-squares
     does not cancel catastrophically over millions of frames.
     """
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     data_dir = Path(data_dir)
     scp = data_dir / "feats.scp"
@@ -479,7 +482,7 @@ def compute_cmvn(data_dir: str | os.PathLike, std_floor: float = CMVN_STD_FLOOR,
     table = read_table(scp)
     shift = total = total_sq = None
     frames = 0
-    for utt_id in tqdm(sorted(table, key=lambda k: k.encode("utf-8")), desc="cmvn", unit="utt",
+    for utt_id in progress_bar(sorted(table, key=lambda k: k.encode("utf-8")), desc="cmvn", unit="utt",
                        disable=not show_progress, leave=False):
         spec = table[utt_id]
         mat = load_feats(spec, utt_id).astype(np.float64)
@@ -567,13 +570,13 @@ def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: 
 @click.argument("wavs", nargs=-1, type=click.Path(dir_okay=False))
 def fbank_cmd(conf: str, device: str, scp: str | None, out: str, wavs: tuple[str, ...]) -> None:
     """Log-mel features of WAV files (utterance id = file stem) or of a wav.scp."""
-    from tqdm import tqdm
+    from kocall.progress import progress_bar
 
     cfg = load_fbank_config(conf)
     backend = _check_device(device)
     utts = _wav_inputs(wavs, scp)
     target = Path(out)
-    items = tqdm(iter_features(utts, cfg, backend), total=len(utts), desc="fbank",
+    items = progress_bar(iter_features(utts, cfg, backend), total=len(utts), desc="fbank",
                  unit="utt", disable=len(utts) < 20, leave=False)
     if target.suffix in (".ark", ".scp"):
         count = _write_ark_scp(target, items)

@@ -2,8 +2,11 @@
 
 Every artifact a stage produces goes through `atomic_write` or `atomic_dir`, so an
 interrupted stage never leaves a half-written file that a later run mistakes for done.
-Their temp names carry the writer's pid (`.NAME.<pid>.XXXX.tmp`): `remove_stale_temps(dir)`
-removes those whose process is gone (a killed run), and never a live run's. Files and
+Their temp names carry the writer's pid and host (`.NAME.<pid>@<host>.XXXX.tmp`):
+`remove_stale_temps(dir)` removes those of this host whose process is gone (a killed run),
+never a live run's nor another machine's (an exp dir shared over NFS by cluster jobs).
+`staged_dirs(root)` builds several directories (a multi-set stage) in one temp dir and
+renames them into ROOT only when all of them succeeded. Files and
 directories get the modes the umask gives (not mkstemp's private 0600/0700), so a shared
 exp dir stays readable by colleagues.
 
@@ -17,13 +20,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping
 
 from kocall.errors import DataError
 
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)@([^.@]+)\.[^.]+\.tmp$")
 
 
 def _umask() -> int:
@@ -37,9 +41,13 @@ def default_mode(is_dir: bool = False) -> int:
     return (0o777 if is_dir else 0o666) & ~_umask()
 
 
+def _host() -> str:
+    return socket.gethostname().split(".")[0].replace("@", "_") or "localhost"
+
+
 def temp_prefix(name: str) -> str:
-    """`.NAME.<pid>.`: the prefix of every temp file or dir this module creates."""
-    return f".{name}.{os.getpid()}."
+    """`.NAME.<pid>@<host>.`: the prefix of every temp file or dir kocall creates."""
+    return f".{name}.{os.getpid()}@{_host()}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -61,7 +69,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
         return removed
     for entry in directory.iterdir():
         match = _TEMP_NAME.match(entry.name)
-        if match is None or _pid_alive(int(match.group(1))):
+        if match is None or match.group(2) != _host() or _pid_alive(int(match.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -134,17 +142,39 @@ def atomic_dir(path: str | os.PathLike,
     os.chmod(tmp, default_mode(is_dir=True))
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f"{temp_prefix(path.name)}old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(built: Path, path: Path) -> None:
+    """Put the finished directory `built` at `path`, replacing what was there."""
+    if path.exists():
+        old = path.with_name(f"{temp_prefix(path.name)}old.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(built, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, path)
+
+
+@contextlib.contextmanager
+def staged_dirs(root: str | os.PathLike, label: str = "stage") -> Iterator[Path]:
+    """Yield a temp dir inside ROOT; build ROOT's new subdirectories in it. When the block
+    succeeds, each of them replaces its namesake in ROOT; when it fails, none does."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(root)
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(label), suffix=".tmp", dir=root))
+    os.chmod(staging, default_mode(is_dir=True))
+    try:
+        yield staging
+        for built in sorted(p for p in staging.iterdir() if p.is_dir()):
+            replace_dir(built, root / built.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def decode_text(data: bytes, path: str | os.PathLike, first_line: int = 1) -> str:

@@ -5,7 +5,7 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tqdm import tqdm
+from kocall.progress import progress_bar
 
 
 def imap_progress(fn: Callable[[Any], Any], jobs: Sequence[Any], nj: int, desc: str,
@@ -13,7 +13,7 @@ def imap_progress(fn: Callable[[Any], Any], jobs: Sequence[Any], nj: int, desc: 
     """fn(job) for every job, in completion order, in nj forked processes (in this process when
     nj <= 1), with a tqdm bar. `fn` must draw its randomness from the job, not the process, so
     results do not depend on nj."""
-    progress = tqdm(total=len(jobs), desc=desc, unit="utt")
+    bar = progress_bar(total=len(jobs), desc=desc, unit="utt")
     pool = None
     if nj <= 1:
         if initializer is not None:
@@ -25,9 +25,9 @@ def imap_progress(fn: Callable[[Any], Any], jobs: Sequence[Any], nj: int, desc: 
     try:
         for result in results:
             yield result
-            progress.update()
+            bar.update()
     finally:
-        progress.close()
+        bar.close()
         if pool is not None:  # close + join, not terminate: terminate can deadlock on the task queue
             pool.close()
             pool.join()

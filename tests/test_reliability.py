@@ -513,3 +513,112 @@ def test_no_ascii_digit_survives(text: str) -> None:
 
     result = normalize_text(text)
     assert result and not any("0" <= ch <= "9" for ch in result), result
+
+
+# ------------------------------------------------------------------ 5. no partial artifacts
+def test_a_failing_set_leaves_every_set_as_it_was(tmp_path: Path) -> None:
+    from kocall.corpora import write_prepared
+    from kocall.datadir import Utterance
+
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "wav.scp").write_text("old-u1 old.wav\n")
+    wav = str(write_wav(tmp_path / "a.wav"))
+    train = [Utterance("spk-a", "spk", wav, "가", 0.5)]
+    dev = [Utterance("spk-b", "spk", wav, "나", 0.5), Utterance("spk-b", "spk", wav, "다", 0.5)]  # duplicate id
+    with pytest.raises(DataError, match="duplicate id"):
+        write_prepared(data, {"train": train, "dev": dev}, [])
+    assert (data / "train" / "wav.scp").read_text() == "old-u1 old.wav\n"   # not the new train
+    assert sorted(p.name for p in data.iterdir()) == ["train"]              # no dev, no temp dir
+    write_prepared(data, {"train": train, "dev": dev[:1]}, [])
+    assert (data / "train" / "wav.scp").read_text() == f"spk-a {wav}\n"
+    assert sorted(p.name for p in data.iterdir()) == ["dev", "local", "test_sets", "train"]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temps_of_a_killed_run_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    from kocall.fileio import remove_stale_temps, temp_prefix
+
+    live = temp_prefix("feats.1.ark") + "abcd.tmp"
+    dead = live.replace(f".{os.getpid()}@", f".{_dead_pid()}@")
+    other_host = live.replace("@", "@elsewhere-")
+    for name in (live, dead, other_host, "feats.1.ark", ".feats.1.of2.ark.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / (dead + "dir")).mkdir()
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([dead])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live, other_host, "feats.1.ark", ".feats.1.of2.ark.tmp", dead + "dir"])
+
+
+def test_feature_stage_cleans_temps_of_a_killed_run(tmp_path: Path) -> None:
+    from kocall.features import make_feats
+
+    data = tmp_path / "d"
+    (data / "data").mkdir(parents=True)
+    (data / "wav.scp").write_text(f"u1 {write_wav(tmp_path / 'a.wav')}\n")
+    stale = data / "data" / f".feats.1.ark.{_dead_pid()}@{__import__('socket').gethostname().split('.')[0]}.x1.tmp"
+    stale.write_bytes(b"half a shard")
+    make_feats(data, REPO / "conf" / "fbank.yaml", nj=1, show_progress=False)
+    assert not stale.exists()
+    assert [p.name for p in (data / "data").iterdir()] == ["feats.1.ark"]
+
+
+# ------------------------------------------------------------------ 6. file modes follow the umask
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
+                                                        (0o077, 0o600, 0o700)])
+def test_created_files_and_dirs_honour_the_umask(tmp_path: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    from kocall.fileio import atomic_dir, atomic_write, staged_dirs
+
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "f.txt") as handle:
+            handle.write("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "inner.txt").write_text("y")
+        with staged_dirs(tmp_path / "root") as staging:
+            (staging / "train").mkdir()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
+    assert (tmp_path / "root" / "train").stat().st_mode & 0o777 == dir_mode
+
+
+# ------------------------------------------------------------------ 7. progress in logs
+def test_log_gets_plain_progress_lines_and_errors_on_their_own_line(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    (data / "data").mkdir(parents=True)
+    (data / "wav.scp").write_text("".join(f"u{i} {write_wav(tmp_path / f'{i}.wav')}\n" for i in range(30)))
+    log = tmp_path / "log"
+    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
+    env.pop("KOCALL_ALLOW_PIPES", None)
+    with open(log, "w") as handle:
+        ok = subprocess.run(["kocall", "make-feats", "--nj", "1", "--conf", str(REPO / "conf" / "fbank.yaml"),
+                             str(data)], stderr=handle, stdout=handle, env=env, timeout=300)
+    assert ok.returncode == 0
+    scp = (data / "feats.scp").read_text().splitlines()
+    (data / "feats.scp").write_text("\n".join(scp[:20] + [f"u99 touch {tmp_path / 'x'} |"]) + "\n")
+    with open(log, "w") as handle:
+        bad = subprocess.run(["kocall", "compute-cmvn", str(data)], stderr=handle, env=env, timeout=300)
+    text = log.read_text()
+    assert bad.returncode != 0
+    assert "\r" not in text and "\x1b" not in text        # no bar redrawn in place
+    assert text.splitlines()[-1].startswith("Error: utterance 'u99'")
+
+
+def test_plain_progress_lines_every_period(monkeypatch, capsys) -> None:
+    import kocall.progress as progress_mod
+
+    monkeypatch.setattr(progress_mod, "PERIOD", 0.0)
+    monkeypatch.setattr(progress_mod, "on_terminal", lambda: False)
+    assert list(progress_mod.progress_bar(range(3), desc="work", unit="utt")) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[:3] == [line for line in lines[:3] if line.startswith("work: ")]
+    assert lines[0].startswith("work: 1/3 utt (33%)") and lines[-1].startswith("work: 3/3 utt (100%)")
+    assert lines[-1].endswith("done")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from kocall.progress import progress_bar
 
 from kocall.errors import DataError
 from kocall_kernels.ngram.tables import NgramTables
@@ -71,7 +71,7 @@ def parse_arpa(arpa_path: str | os.PathLike, progress: bool = True
     order = 0
     section = "start"
     with open(path, encoding="utf-8") as handle, \
-            tqdm(desc=f"reading {path.name}", unit=" n-grams", disable=not progress, leave=False) as bar:
+            progress_bar(desc=f"reading {path.name}", unit=" n-grams", disable=not progress, leave=False) as bar:
         for lineno, raw in enumerate(handle, 1):
             line = raw.strip()
             if not line:

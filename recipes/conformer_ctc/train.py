@@ -49,7 +49,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch import nn
-from tqdm import tqdm
+from kocall.progress import progress_bar
 
 from kocall.augment import AugmentConfig
 from kocall.conformer_ctc.model_dir import save_model_dir
@@ -658,7 +658,7 @@ class Trainer:
                               train=True, num_workers=self.cfg.batching.num_workers)
         self.ddp_model.train()
         interval_loss, interval_units = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {self.state.epoch + 1}/{tcfg.epochs}", initial=self.state.batch_in_epoch,
+        bar = progress_bar(loader, desc=f"epoch {self.state.epoch + 1}/{tcfg.epochs}", initial=self.state.batch_in_epoch,
                    total=len(batches), disable=not (self.opts.progress and self.dist.is_main), leave=False)
         for batch in bar:
             self.optimizer.zero_grad(set_to_none=True)

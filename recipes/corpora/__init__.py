@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tqdm import tqdm
+from kocall.progress import progress_bar
 
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import AudioError, DataError, where
@@ -68,7 +68,7 @@ def audio_duration(utt_id: str, spec: str) -> float:
 
 def add_durations(utts: list[Utterance], desc: str = "durations") -> list[Utterance]:
     """Fill in `duration` of every utterance that lacks one (tqdm progress)."""
-    for utt in tqdm(utts, desc=desc, unit="utt", leave=False, disable=len(utts) < 200):
+    for utt in progress_bar(utts, desc=desc, unit="utt", leave=False, disable=len(utts) < 200):
         if utt.duration is None:
             utt.duration = audio_duration(utt.utt_id, utt.wav)
     return utts
@@ -91,14 +91,20 @@ def speaker_prefixed(speaker: str, name: str) -> str:
 
 def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], test_sets: list[str],
                    lm_lines: list[str] | None = None) -> None:
-    """Write DATA/<set> for every set, DATA/test_sets and DATA/local/lm_text.txt."""
+    """Write DATA/<set> for every set, DATA/test_sets and DATA/local/lm_text.txt.
+    Every set is built in one temp dir first: a failure in any set leaves DATA as it was."""
+    from kocall.datadir import check_audio_outside
+    from kocall.fileio import staged_dirs
+
     data = Path(data)
     if "train" not in sets or "dev" not in sets:
         raise DataError(f"data dir '{data}': preparation needs a train and a dev set, got {sorted(sets)}")
     for name, utts in sets.items():  # all audio checked before anything is written
+        check_audio_outside(data / name, utts)
         add_durations(utts, desc=f"durations {name}")
-    for name, utts in sets.items():
-        write_data_dir(data / name, utts)
+    with staged_dirs(data, "prepare") as staging:
+        for name, utts in sets.items():
+            write_data_dir(staging / name, utts)
     with atomic_write(data / "test_sets") as handle:
         handle.write("".join(f"{name}\n" for name in test_sets))
     with atomic_write(data / "local" / "lm_text.txt") as handle:

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 import click
-from tqdm import tqdm
+from kocall.progress import progress_bar
 
 from kocall.datadir import Utterance
 from kocall.errors import DataError, where
@@ -71,7 +71,7 @@ def read_kspon(root: str | os.PathLike, side: str = "spelling", punct: str = "st
     sets: dict[str, list[Utterance]] = {}
     empty: list[str] = []
     seen: dict[str, Path] = {}
-    for pcm in tqdm(pcms, desc="KsponSpeech transcripts", unit="utt", leave=False, disable=len(pcms) < 200):
+    for pcm in progress_bar(pcms, desc="KsponSpeech transcripts", unit="utt", leave=False, disable=len(pcms) < 200):
         utt_id = pcm.stem
         if utt_id in seen:
             raise DataError(f"{where(utt_id, str(pcm))}: duplicate utterance id (also '{seen[utt_id]}')")
