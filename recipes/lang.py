@@ -1,12 +1,24 @@
-"""Output units (stage 2): Korean syllable characters (default) or sentencepiece pieces.
+"""Output units (stage 2): Korean syllable characters (default), jamo or sentencepiece pieces.
 
-`kocall lang --unit char|bpe [--vocab-size N] [--extra-text FILE] TRAIN_DATA_DIR LANG_DIR`
+`kocall lang --unit char|jamo|bpe [--vocab-size N] [--extra-text FILE] TRAIN_DATA_DIR LANG_DIR`
 writes LANG_DIR/tokens.txt (`symbol id`), LANG_DIR/units.json and, for bpe, LANG_DIR/bpe.model.
 
 unit=char (as the hackathon baseline, 820 classes, and ClovaCall, 2,003): every character
 of the normalised train transcripts is a unit, and `▁` (U+2581) stands for a space.
 tokens.txt: `<blk> 0`, `<unk> 1`, `▁ 2`, then the characters by descending train frequency
 (ties by code point), so ids are stable for a given train set and frequent units are small.
+
+unit=jamo: every Hangul syllable is spelt in Unicode conjoining jamo (kocall.jamo: initial,
+vowel, optional final; initial and final consonants are distinct units), so any syllable can
+be output, and what the AM learns about a jamo is shared by every syllable that holds it.
+tokens.txt: `<blk> 0`, `<unk> 1`, `▁ 2`, the 67 jamo in code-point order (ids 3-69, the same
+for every train set: 19 initials U+1100-U+1112, 21 vowels U+1161-U+1175, 27 finals
+U+11A8-U+11C2), then the other characters of the train text (Latin letters, kept punctuation)
+by descending frequency. `decode` composes the jamo back into NFC syllables (kocall.jamo.compose:
+a jamo that does not form a syllable becomes its compatibility jamo, e.g. a lone final
+U+11A8 -> ㄱ U+3131), so scores are always computed on syllables. The unit of a tokens.txt is
+recognised from its symbols: it is jamo when it holds the 67 jamo (a char inventory never
+holds any: normalised text has no jamo), so a model dir needs no other side file.
 
 unit=bpe: a sentencepiece unigram model trained on the normalised train text (+ extra LM
 text). Sentencepiece id i becomes our id i+1 (`<blk>` takes 0); sentencepiece's own unk
@@ -38,6 +50,7 @@ from typing import Iterable, Sequence
 
 import click
 
+from kocall import jamo
 from kocall.errors import DataError
 from kocall.fileio import atomic_dir, read_table
 from kocall.text_norm import normalize_text
@@ -45,7 +58,7 @@ from kocall.text_norm import normalize_text
 log = logging.getLogger(__name__)
 
 BLANK, UNK, SPACE = "<blk>", "<unk>", "\u2581"
-UNITS = ("char", "bpe")
+UNITS = ("char", "jamo", "bpe")
 BPE_MODEL = "bpe.model"
 
 
@@ -95,6 +108,13 @@ def char_symbols(texts: Iterable[str]) -> list[str]:
     return [BLANK, UNK, SPACE] + chars
 
 
+def jamo_symbols(texts: Iterable[str]) -> list[str]:
+    """`<blk>`, `<unk>`, `▁`, the 67 jamo (code-point order), then the train text's other
+    characters by descending frequency (ties by code point)."""
+    others = [ch for ch in char_symbols(texts)[3:] if not jamo.is_syllable(ch) and ch not in jamo.JAMO_INVENTORY]
+    return [BLANK, UNK, SPACE, *jamo.JAMO_INVENTORY, *others]
+
+
 def train_bpe(texts: Sequence[str], model_path: Path, vocab_size: int, source: str = "text") -> None:
     """Train a sentencepiece unigram model (unk = 0, no bos/eos/pad) into `model_path`."""
     import sentencepiece as spm
@@ -128,6 +148,8 @@ def prepare_lang(train_dir: str | os.PathLike, lang_dir: str | os.PathLike, unit
     with atomic_dir(lang_dir, {"train data dir": train_dir, "--extra-text": extra_text}) as tmp:
         if unit == "char":
             symbols = char_symbols(texts)
+        elif unit == "jamo":
+            symbols = jamo_symbols(texts)
         else:
             train_bpe(texts + read_text_lines(extra_text), tmp / BPE_MODEL, vocab_size,
                       source=str(Path(train_dir) / "text"))
@@ -161,9 +183,9 @@ class Tokenizer:
 
     def __init__(self, symbols: Sequence[str], bpe_model: str | os.PathLike | None = None):
         self.symbols: list[str] = list(symbols)
-        self.unit = "bpe" if bpe_model else "char"
         if not self.symbols or self.symbols[0] != BLANK or UNK not in self.symbols:
             raise DataError(f"tokens must start with {BLANK} and hold {UNK}")
+        self.unit = "bpe" if bpe_model else _inventory_unit(self.symbols)
         self._id = {sym: i for i, sym in enumerate(self.symbols)}
         self.unk_id = self._id[UNK]
         self.space_id: int | None = self._id.get(SPACE)
@@ -197,6 +219,8 @@ class Tokenizer:
         text = " ".join(text.split())
         if self._sp is not None:
             return self._sp.encode(text, out_type=str)
+        if self.unit == "jamo":
+            text = jamo.decompose(text)
         return [SPACE if ch == " " else ch for ch in text]
 
     def encode(self, text: str) -> list[int]:
@@ -210,16 +234,31 @@ class Tokenizer:
         return sum(1 for i in self.encode(text) if i == self.unk_id)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids -> text: drops blank and `<unk>`, `▁` -> space, spaces collapsed and stripped.
-        (Does not merge CTC repeats: that is the decoder's job.)"""
+        """Ids -> text: drops blank and `<unk>`, `▁` -> space, jamo composed into syllables,
+        spaces collapsed and stripped. (Does not merge CTC repeats: that is the decoder's job.)"""
         keep = [int(i) for i in ids if int(i) not in (self.blank_id, self.unk_id)]
         if self._sp is not None:
             return " ".join(self._sp.decode([i - 1 for i in keep]).split())
-        return " ".join("".join(self.symbols[i] for i in keep).replace(SPACE, " ").split())
+        text = "".join(self.symbols[i] for i in keep).replace(SPACE, " ")
+        if self.unit == "jamo":
+            text = jamo.compose(text)
+        return " ".join(text.split())
 
     def to_lm_words(self, text: str) -> str:
-        """The space-separated unit string the LM is trained on: '명 동 역 ▁ 몇 ▁ 번'."""
+        """The space-separated unit string the LM is trained on: '명 동 역 ▁ 몇 ▁ 번' (char),
+        the jamo of those syllables (jamo), or the pieces (bpe)."""
         return " ".join(self.pieces(text))
+
+
+def _inventory_unit(symbols: Sequence[str]) -> str:
+    """'jamo' when the symbols hold the 67 conjoining jamo, 'char' when they hold none."""
+    held = len(set(symbols) & set(jamo.JAMO_INVENTORY))
+    if held == len(jamo.JAMO_INVENTORY):
+        return "jamo"
+    if held:
+        raise DataError(f"tokens hold {held} of the {len(jamo.JAMO_INVENTORY)} jamo units: "
+                        "neither a char nor a jamo inventory")
+    return "char"
 
 
 # --- CLI ---------------------------------------------------------------------------

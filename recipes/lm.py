@@ -26,7 +26,6 @@ from typing import Sequence
 
 import click
 import yaml
-from tqdm import tqdm
 
 from kocall.errors import DataError, KocallError
 from kocall.fileio import atomic_dir
@@ -35,7 +34,12 @@ from kocall.paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONF = {"memory": "10%", "prune": "", "discount_fallback": True, "binary_type": "probing"}
+# `order` per unit: a jamo string is about twice as long as its syllables (spaces included),
+# so a jamo LM needs about twice the order to see the same span (conf/lm.yaml says how it was chosen).
+DEFAULT_ORDER = {"char": 6, "bpe": 6, "jamo": 10}
+DEFAULT_CONF = {"memory": "10%", "prune": "", "discount_fallback": True, "binary_type": "probing",
+                "order": DEFAULT_ORDER}
+MAX_ORDER = 12   # KENLM_MAX_ORDER of utils/build_kenlm.sh
 # lmplz writes a -inf back-off for a context whose continuations took all the mass (tiny
 # corpora with --discount_fallback); KenLM refuses to load it. This floor stands in.
 INF_BACKOFF_FLOOR = "-99"
@@ -105,6 +109,13 @@ class Perplexity:
     logprob: float       # log10, total
     ppl: float           # over all tokens (OOVs at the <unk> probability)
     ppl_excl_oov: float  # OOV tokens left out (KenLM's "Perplexity excluding OOVs")
+    chars: int = 0       # characters of the text, spaces and one </s> per sentence included
+    ppl_per_char: float = math.nan   # 10^(-logprob / chars): comparable across units
+
+    def per_char(self, chars: int) -> "Perplexity":
+        """The same scores with the perplexity also per character of the text: per syllable
+        for Korean, whatever the unit (for char units it equals `ppl`)."""
+        return Perplexity(**{**asdict(self), "chars": chars, "ppl_per_char": 10.0 ** (-self.logprob / chars)})
 
     @property
     def oov_rate(self) -> float:
@@ -112,48 +123,43 @@ class Perplexity:
         return self.oov / words if words else 0.0
 
 
-def perplexity(model_path: Path, sentences: Sequence[str]) -> Perplexity:
-    """Per-sentence KenLM scores with <s> and </s>, summed."""
-    import kenlm
+def perplexity(arpa: Path, sentences: Sequence[str], progress: bool = False) -> Perplexity:
+    """Per-sentence log10 scores with <s> and </s>, summed: the ARPA back-off recursion, any
+    order (the kenlm module loads at most 6-grams; jamo LMs go higher). Equals KenLM's
+    `full_scores`: a word not in the model is scored as `<unk>` (with the context's back-offs)
+    and counts as OOV."""
+    from kocall_kernels.ngram.arpa import parse_arpa
 
-    try:
-        model = kenlm.Model(str(model_path))
-    except (OSError, RuntimeError) as exc:
-        raise KocallError(f"file '{model_path}': KenLM cannot load it: {str(exc).splitlines()[0]}") from None
+    grams, unk = parse_arpa(arpa, progress=progress)
+    if unk is None:   # lmplz always writes <unk>; other tools may not
+        grams[0][("<unk>",)] = (-100.0, 0.0)
+    order = len(grams)
+
+    def word_logprob(context: tuple[str, ...], word: str) -> float:
+        """log10 p(word | context): the longest n-gram found, plus the skipped contexts' back-offs."""
+        backoffs = 0.0
+        for start in range(len(context)):            # longest context first
+            history = context[start:]
+            found = grams[len(history)].get(history + (word,))
+            if found is not None:
+                return backoffs + found[0]
+            backoffs += grams[len(history) - 1].get(history, (0.0, 0.0))[1]
+        return backoffs + grams[0][(word,)][0]       # every scored word is a unigram
+
     total, total_iv, tokens, oov = 0.0, 0.0, 0, 0
-    for sentence in tqdm(sentences, desc=f"perplexity {model_path.name}", leave=False, unit=" sent"):
-        for logprob, _, is_oov in model.full_scores(sentence, bos=True, eos=True):
+    for sentence in sentences:
+        context: tuple[str, ...] = ("<s>",)[:order - 1]
+        for word in sentence.split() + ["</s>"]:
+            is_oov = (word,) not in grams[0] or word == "<unk>"
+            word = "<unk>" if is_oov else word
+            logprob = word_logprob(context, word)
+            context = (context + (word,))[max(0, len(context) + 2 - order):]
             total += logprob
             tokens += 1
             if is_oov:
                 oov += 1
             else:
                 total_iv += logprob
-    if tokens == 0:
-        raise DataError("dev text holds no sentences")
-    iv = tokens - oov
-    return Perplexity(sentences=len(sentences), tokens=tokens, oov=oov, logprob=total,
-                      ppl=10.0 ** (-total / tokens), ppl_excl_oov=10.0 ** (-total_iv / iv) if iv else math.inf)
-
-
-def unigram_perplexity(arpa: Path, sentences: Sequence[str]) -> Perplexity:
-    """The same numbers for a unigram ARPA, computed directly (KenLM loads only order >= 2)."""
-    from kocall_kernels.ngram.arpa import parse_arpa
-
-    grams, unk = parse_arpa(arpa, progress=False)
-    logprob = {words[0]: p for words, (p, _) in grams[0].items()}
-    unk = -100.0 if unk is None else unk
-    total, total_iv, tokens, oov = 0.0, 0.0, 0, 0
-    for sentence in sentences:
-        for word in sentence.split() + ["</s>"]:
-            p = logprob.get(word)
-            tokens += 1
-            if p is None or word == "<unk>":
-                oov += 1
-                total += unk
-            else:
-                total += p
-                total_iv += p
     if tokens == 0:
         raise DataError("dev text holds no sentences")
     iv = tokens - oov
@@ -188,17 +194,31 @@ def load_conf(path: str | os.PathLike | None) -> dict:
     return conf
 
 
+def unit_order(conf: dict, unit: str) -> int:
+    """The conf's LM order for `unit` (`order: {char: 6, jamo: 10, ...}` or one number)."""
+    orders = conf.get("order", DEFAULT_ORDER)
+    order = orders.get(unit, DEFAULT_ORDER.get(unit)) if isinstance(orders, dict) else orders
+    if not isinstance(order, int):
+        raise DataError(f"LM config: order must be an integer (or a mapping unit -> integer), not {orders!r}")
+    return order
+
+
 def train_lm(lang_dir: str | os.PathLike, train_text: str | os.PathLike, dev_text: str | os.PathLike,
-             out_dir: str | os.PathLike, order: int = 6, extra_text: str | os.PathLike | None = None,
+             out_dir: str | os.PathLike, order: int | None = None, extra_text: str | os.PathLike | None = None,
              conf: dict | None = None) -> dict:
-    """Train the unit n-gram and its unigram baseline; write OUT_DIR atomically; return ppl.json."""
+    """Train the unit n-gram and its unigram baseline; write OUT_DIR atomically; return ppl.json.
+    `order` None: the conf's order for the unit."""
     conf = {**DEFAULT_CONF, **(conf or {})}
-    if order < 2:
-        raise DataError(f"LM order must be >= 2 (KenLM loads no unigram models), not {order}")
     tokenizer = Tokenizer.from_lang_dir(lang_dir)
+    order = unit_order(conf, tokenizer.unit) if order is None else order
+    if not 2 <= order <= MAX_ORDER:
+        raise DataError(f"LM order must be 2..{MAX_ORDER} (KenLM loads no unigram models; "
+                        f"utils/build_kenlm.sh builds up to {MAX_ORDER}), not {order}")
     train = lm_sentences(tokenizer, read_transcripts(train_text))
     extra = lm_sentences(tokenizer, read_text_lines(extra_text))
-    dev = lm_sentences(tokenizer, read_transcripts(dev_text))
+    dev_texts = read_transcripts(dev_text)
+    dev = lm_sentences(tokenizer, dev_texts)
+    dev_chars = sum(len(text) + 1 for text in dev_texts)   # the char unit's tokens: + </s>
     if not train:
         raise DataError(f"file '{train_text}': no transcripts to train the LM on")
     out_dir = Path(out_dir)
@@ -219,8 +239,8 @@ def train_lm(lang_dir: str | os.PathLike, train_text: str | os.PathLike, dev_tex
         tables = NgramTables.from_arpa(tmp / "lm.arpa", Path(lang_dir) / "tokens.txt")
         tables.save(tmp / "lm_tables.npz")
 
-        ppl = perplexity(tmp / "lm.bin", dev)
-        uni = unigram_perplexity(work / "unigram.arpa", dev)
+        ppl = perplexity(tmp / "lm.arpa", dev, progress=True).per_char(dev_chars)
+        uni = perplexity(work / "unigram.arpa", dev).per_char(dev_chars)
         report = {
             "order": order, "unit": tokenizer.unit, "train_sentences": len(train),
             "extra_sentences": len(extra), "ngram_counts": arpa_counts(tmp / "lm.arpa"),
@@ -244,7 +264,10 @@ def format_report(report: dict) -> str:
             f"OOV {dev['oov']} ({100 * dev['oov_rate']:.2f}%)\n"
             f"dev perplexity {report['order']}-gram: {dev['ppl']:.3f} (excl. OOV {dev['ppl_excl_oov']:.3f}), "
             f"log10 prob {dev['logprob']:.2f}\n"
-            f"dev perplexity 1-gram: {uni['ppl']:.3f} (excl. OOV {uni['ppl_excl_oov']:.3f})\n")
+            f"dev perplexity 1-gram: {uni['ppl']:.3f} (excl. OOV {uni['ppl_excl_oov']:.3f})\n"
+            f"dev perplexity per character ({dev['chars']} characters incl. spaces and </s>; per syllable, "
+            f"comparable across units): {report['order']}-gram {dev['ppl_per_char']:.3f}, "
+            f"1-gram {uni['ppl_per_char']:.3f}\n")
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -254,7 +277,8 @@ def lm_cmd() -> None:
 
 
 @lm_cmd.command("train")
-@click.option("--order", type=click.IntRange(min=2, max=8), default=6, show_default=True)
+@click.option("--order", type=click.IntRange(min=2, max=MAX_ORDER), default=None,
+              help="n-gram order [default: the conf's order for the unit: char 6, jamo 10]")
 @click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=None, help="conf/lm.yaml")
 @click.option("--prune", default=None, help="lmplz --prune thresholds, e.g. '0 0 1' (overrides the conf)")
 @click.option("--memory", default=None, help="lmplz -S, e.g. '10%' or '1G' (overrides the conf)")
@@ -264,7 +288,7 @@ def lm_cmd() -> None:
               help="extra LM sentences, one a line (may be empty or missing)")
 @click.option("--dev-text", required=True, type=click.Path(dir_okay=False), help="Kaldi text of dev")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def train_cmd(order: int, conf_path: str | None, prune: str | None, memory: str | None, lang_dir: str,
+def train_cmd(order: int | None, conf_path: str | None, prune: str | None, memory: str | None, lang_dir: str,
               train_text: str, extra_text: str | None, dev_text: str, out_dir: str) -> None:
     """Train an ORDER-gram over the units of LANG; write OUT (lm.arpa, lm.bin, ppl.txt)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -75,7 +75,7 @@ class Recognizer:
     """features -> network -> search, for one model on one device."""
 
     model: Any
-    symbols: list[str]
+    tokenizer: Any                 # kocall.lang.Tokenizer: ids -> text (jamo composed)
     fbank_cfg: Any
     mean: Any
     std: Any
@@ -105,13 +105,7 @@ class Recognizer:
             hyps = decode_batch(log_probs.float().cpu().numpy(), out_lens.cpu().numpy(), self.decoder_cfg,
                                 self.tables)
             ids = hyps[0][0].tokens if hyps[0] else []
-        return ids_to_text(ids, self.symbols)
-
-
-def ids_to_text(ids: list[int], symbols: list[str]) -> str:
-    """Units to words: `▁` (U+2581) is the word separator for char and BPE units alike."""
-    text = "".join(symbols[i] for i in ids if i != 0 and symbols[i] != "<unk>")
-    return " ".join(text.replace("\u2581", " ").split())
+        return self.tokenizer.decode(ids)
 
 
 # ------------------------------------------------------------------------ measurement
@@ -162,11 +156,11 @@ def set_threads(n: int) -> None:
 def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: dict) -> Recognizer:
     import torch
 
-    from kocall.export import load_any_model_dir, read_tokens
+    from kocall.export import load_any_model_dir
     from kocall_kernels.ctc_decoder import DecoderConfig
     from kocall.features import model_fbank_config
 
-    model, _, _ = load_any_model_dir(model_dir, device)
+    model, tokenizer, _ = load_any_model_dir(model_dir, device)
     model.eval()
     fbank_cfg = model_fbank_config(model_dir)
     cmvn = read_json(model_dir / "cmvn.json")
@@ -175,7 +169,7 @@ def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: di
         from kocall_kernels.ngram.arpa import tables_from_arpa
 
         tables = tables_from_arpa(cfg.lm, model_dir / "tokens.txt", progress=False)
-    return Recognizer(model=model, symbols=read_tokens(model_dir), fbank_cfg=fbank_cfg,
+    return Recognizer(model=model, tokenizer=tokenizer, fbank_cfg=fbank_cfg,
                       mean=torch.tensor(cmvn["mean"], device=device), std=torch.tensor(cmvn["std"], device=device),
                       device=device, tables=tables, decoder_cfg=DecoderConfig(**weights["values"]))
 

@@ -85,13 +85,13 @@ def test_dev_perplexity_matches_kenlm_and_beats_unigram(trained, corpus):
 
 def test_unigram_baseline_is_kneser_ney_unigram(trained, corpus):
     # the baseline scores each unit by its unigram log-prob alone: check one sentence by hand
-    from kocall.lm import lmplz, unigram_perplexity
+    from kocall.lm import lmplz, perplexity
     from kocall_kernels.ngram.arpa import parse_arpa
 
     tmp = corpus["tmp"]
     lmplz(trained[0] / "lm_text.txt", tmp / "uni.arpa", 1, "64M", "", True, tmp)
     grams, unk = parse_arpa(tmp / "uni.arpa", progress=False)
-    ppl = unigram_perplexity(tmp / "uni.arpa", ["카 드 ▁ 뷁"])
+    ppl = perplexity(tmp / "uni.arpa", ["카 드 ▁ 뷁"])
     expected = sum(grams[0][(w,)][0] for w in ["카", "드", "▁", "</s>"]) + unk
     assert ppl.logprob == pytest.approx(expected) and ppl.oov == 1 and ppl.tokens == 5
 

@@ -108,8 +108,7 @@ def test_report_bad_input_is_one_clear_error(setup, tmp_path: Path) -> None:
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.md").exists()
 
 
-def test_ids_to_text_uses_word_separator() -> None:
-    symbols = ["<blk>", "▁", "<unk>", "안", "녕", "▁하"]
-    assert rp.ids_to_text([3, 4, 1, 5, 2], symbols) == "안녕 하"
+def test_build_report_needs_utterances() -> None:
+    # (ids -> text is the model dir's Tokenizer.decode, tested in test_lang.py)
     with pytest.raises(KocallError):
         rp.build_report([], rp.ReportConfig(data=".", sets=["test"]))
