@@ -40,6 +40,7 @@ for v in nj lm_order seed; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a whole number, not '${!v}'" >&2; exit 1; }
 done
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be at least 1" >&2; exit 1; }
+[ "${#seed}" -le 9 ] || { echo "$0: --seed must be below 10^9, not '$seed'" >&2; exit 1; }
 for v in data exp model_size unit; do
   [ -n "${!v}" ] || { echo "$0: --${v//_/-} must not be empty" >&2; exit 1; }
 done
@@ -53,6 +54,10 @@ case "$corpus" in
   shared-ko) corpus_dir=${corpus_dir:-../shared} ;;
   *) [ -n "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir" >&2; exit 1; } ;;
 esac
+for v in data exp; do  # the corpus is an input: an output root on it would replace it
+  [ "$(realpath -m "$corpus_dir")" != "$(realpath -m "${!v}")" ] || {
+    echo "$0: --corpus-dir '$corpus_dir' and --$v '${!v}' are the same directory; choose another --$v" >&2; exit 1; }
+done
 amdir=$exp/conformer_ctc_${model_size}_${unit}
 lang=$data/lang_${unit}
 test_sets() { cat "$data/test_sets"; }

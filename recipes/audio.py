@@ -29,6 +29,7 @@ MIN_SAMPLES = 400  # one 25 ms frame at 16 kHz; anything shorter cannot give a f
 # resampling to 8 kHz allocate 800x the file. Above 384 kHz no audio interface records.
 MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 384000
+MAX_AUDIO_BYTES = 1 << 30  # 9 h of 16 kHz 16-bit audio: no single utterance is that long
 
 
 def check_sample_rate(rate: int, utt_id: str | None, label: str) -> None:
@@ -93,6 +94,10 @@ def read_audio_bytes(spec: str, utt_id: str | None = None, allow_pipes: bool | N
     path = Path(spec)
     if not path.is_file():
         raise AudioError(f"{where(utt_id, spec)}: audio file is missing")
+    size = path.stat().st_size
+    if size > MAX_AUDIO_BYTES:  # e.g. a sparse file: reading it would exhaust memory
+        raise AudioError(f"{where(utt_id, spec)}: {size / 2**30:.1f} GiB of audio in one file; kocall reads "
+                         f"utterances of up to {MAX_AUDIO_BYTES // 2**30} GiB (split the recording)")
     return path.read_bytes(), spec
 
 

@@ -266,6 +266,12 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     from kocall.device import require_device
 
     require_device(device)
+    from kocall.fileio import check_output_dir
+
+    for path in (out, nbest_out):
+        if path:  # an output may not overwrite an input nor write into the model dir
+            check_output_dir(path, {"--model": model_dir, "--scp": scp, "--data-dir": data_dir, "--lm": lm,
+                                    **{f"input '{w}'": w for w in wavs}})
     utts = collect_inputs(wavs, data_dir, scp)
     model, tokenizer, config = load_model_dir(model_dir, device)
     bonus_token = -1 if bonus_unit == "token" else (tokenizer.space_id if tokenizer.space_id is not None else -1)

@@ -452,8 +452,11 @@ def load_feats(rxspec: str, utt_id: str) -> np.ndarray:
     from kocall.rxspec import ark_part, check_rxspec
 
     check_rxspec(rxspec, utt_id, kind="feats.scp")  # kaldiio would run a pipe in a shell
-    if ark_part(rxspec) in ("", "-"):
+    ark = ark_part(rxspec)
+    if ark in ("", "-"):
         raise DataError(f"{where(utt_id, rxspec)}: features must come from an ark file, not standard input")
+    if Path(ark).exists() and not Path(ark).is_file():  # /dev/zero, a FIFO: kaldiio would read forever
+        raise DataError(f"{where(utt_id, rxspec)}: '{ark}' is not a regular file")
     try:
         mat = np.asarray(kaldiio.load_mat(rxspec), dtype=np.float32)
     except Exception as err:  # kaldiio raises many kinds for missing or corrupt arks
@@ -547,7 +550,11 @@ def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: 
     staging = Path(tempfile.mkdtemp(prefix=".fbank.", suffix=".tmp", dir=out))
     try:
         count = 0
-        for utt_id, _, mat in items:
+        for utt_id, spec, mat in items:
+            if "/" in utt_id or "\\" in utt_id or "\0" in utt_id or utt_id.startswith("."):
+                # the id becomes a file name: '../../x' would write outside --out
+                raise DataError(f"{where(utt_id, spec)}: an utterance id used as a file name may not hold "
+                                "'/', '\\' or start with '.'")
             np.save(staging / f"{utt_id}.npy", mat)
             count += 1
         for path in staging.iterdir():

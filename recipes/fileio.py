@@ -120,11 +120,11 @@ def check_output_dir(out: str | os.PathLike, inputs: Mapping[str, str | os.PathL
             relation = "lies inside"
         else:
             continue
-        raise DataError(f"output directory '{out}' {relation} the input {label} '{raw}'; writing it would "
-                        "replace or mix with the input: choose another output directory (nothing was written)")
+        raise DataError(f"output '{out}' {relation} the input {label} '{raw}'; writing it would "
+                        "replace or mix with the input: choose another output (nothing was written)")
     if out_r == cwd or out_r in cwd.parents:
-        raise DataError(f"output directory '{out}' is or contains the working directory '{cwd}'; "
-                        "choose another output directory (nothing was written)")
+        raise DataError(f"output '{out}' is or contains the working directory '{cwd}'; "
+                        "choose another output (nothing was written)")
 
 
 @contextlib.contextmanager

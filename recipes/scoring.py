@@ -176,6 +176,11 @@ def _report_mismatches(result: ScoreResult, hyp_path: str) -> None:
 def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | None,
               json_out: str | None, summary_out: str | None) -> None:
     """Score HYP against REF: CRR and CER (spaces removed), WER."""
+    from kocall.fileio import check_output_dir
+
+    for path in (align_path, json_out, summary_out):
+        if path:  # `--json-out ref.txt` would overwrite the reference
+            check_output_dir(path, {"--ref": ref_path, "--hyp": hyp_path})
     result = score_files(ref_path, hyp_path)
     _report_mismatches(result, hyp_path)
     if align_path:

@@ -23,7 +23,11 @@ SKIP_NAMES = {".done", "__pycache__"}
 
 
 def _hash_file(digest: "hashlib._Hash", path: Path) -> None:
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:  # a broken symlink or a file removed meanwhile: part of the hash, not a crash
+        digest.update(f"F {path.name} MISSING\n".encode())
+        return
     digest.update(f"F {path.name} {stat.st_size}\n".encode())
     if stat.st_size > BIG_FILE or path.suffix.lower() in STAT_SUFFIXES:
         digest.update(f"{stat.st_mtime_ns}\n".encode())

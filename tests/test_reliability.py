@@ -268,7 +268,8 @@ def test_only_declared_options_are_accepted(toy_recipe, option: str) -> None:
 def test_run_sh_bad_values_stop_before_any_work(tmp_path: Path) -> None:
     for args, message in ((["--stage", "x"], "must be a stage number"), (["--nj", "0"], "--nj must be at least 1"),
                           (["--nj", "two"], "whole number"), (["--data", ""], "--data must not be empty"),
-                          (["--PATH", "/tmp"], "invalid option --PATH")):
+                          (["--PATH", "/tmp"], "invalid option --PATH"), (["--seed", "1" * 30], "--seed must be below"),
+                          (["--corpus", "kaldi", "--corpus-dir", str(tmp_path / "e")], "are the same directory")):
         result = subprocess.run([str(REPO / "run.sh"), "--setup", "false", "--data", str(tmp_path / "d"),
                                  "--exp", str(tmp_path / "e"), *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1, (args, result.stderr)
@@ -622,3 +623,70 @@ def test_plain_progress_lines_every_period(monkeypatch, capsys) -> None:
     assert lines[:3] == [line for line in lines[:3] if line.startswith("work: ")]
     assert lines[0].startswith("work: 1/3 utt (33%)") and lines[-1].startswith("work: 3/3 utt (100%)")
     assert lines[-1].endswith("done")
+
+
+# ------------------------------------------------------------------ more hostile inputs
+def test_outputs_never_overwrite_inputs(tmp_path: Path) -> None:
+    ref = tmp_path / "ref.txt"
+    ref.write_text("u1 네\n")
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("u1 네\n")
+    for option in ("--json-out", "--summary-out", "--align"):
+        one_line_error(run_kocall("score", "--ref", str(ref), "--hyp", str(hyp), option, str(ref)), "--ref")
+    assert ref.read_text() == "u1 네\n"
+    model = tmp_path / "final"
+    model.mkdir()
+    (model / "tokens.txt").write_text("<blk> 0\n")
+    scp = tmp_path / "wav.scp"
+    scp.write_text("u1 a.wav\n")
+    for out in (model / "tokens.txt", scp):
+        one_line_error(run_kocall("decode", "--model", str(model), "--scp", str(scp), "--out", str(out)), str(out))
+    assert (model / "tokens.txt").read_text() == "<blk> 0\n" and scp.read_text() == "u1 a.wav\n"
+
+
+def test_feats_from_a_device_file_or_fifo_do_not_hang(tmp_path: Path) -> None:
+    from kocall.features import load_feats
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for spec in ("/dev/zero:0", f"{fifo}:0", str(tmp_path)):
+        with pytest.raises(DataError, match="not a regular file"):
+            load_feats(spec, "u1")
+
+
+def test_huge_sparse_audio_is_refused_before_reading(tmp_path: Path) -> None:
+    from kocall.audio import load_audio
+
+    wav = tmp_path / "sparse.wav"
+    with open(wav, "wb") as handle:
+        handle.truncate(3 << 30)            # 3 GiB of nothing: reading it would fill memory
+    with pytest.raises(AudioError, match=r"utterance 'u1'.*3\.0 GiB"):
+        load_audio(str(wav), "u1")
+
+
+def test_utterance_ids_cannot_escape_the_output_dir(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "a.wav")
+    scp = tmp_path / "wav.scp"
+    scp.write_text(f"../../escaped {wav}\n")
+    out = tmp_path / "out" / "npy"
+    one_line_error(run_kocall("fbank", "--conf", str(REPO / "conf" / "fbank.yaml"), "--scp", str(scp),
+                              "--out", str(out)), "utterance '../../escaped'", "file name")
+    assert not list(tmp_path.rglob("escaped*"))
+
+
+def test_set_names_cannot_escape_data(tmp_path: Path) -> None:
+    from kocall.corpora import write_prepared
+    from kocall.datadir import Utterance
+
+    wav = str(write_wav(tmp_path / "a.wav"))
+    utts = [Utterance("spk-a", "spk", wav, "가", 0.5)]
+    with pytest.raises(DataError, match="set name '../evil'"):
+        write_prepared(tmp_path / "data", {"train": utts, "dev": utts, "../evil": utts}, ["../evil"])
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "data").exists()
+
+
+def test_broken_symlink_in_a_hashed_corpus_is_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    result = run_kocall("stamp", "hash", str(tmp_path / "c"))
+    assert result.exit_code == 0 and len(result.output.strip()) == 40

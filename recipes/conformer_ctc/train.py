@@ -826,7 +826,7 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--exp-dir", required=True, help="output dir; a rerun resumes from its latest checkpoint")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--nj", type=int, default=1, show_default=True, help="torch CPU threads")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="training time budget (overrides the config)")
 @click.option("--avg", type=int, default=None, help="epoch checkpoints to average (overrides the config)")
 @click.option("--stop-after-steps", type=int, default=None,

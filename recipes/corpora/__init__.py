@@ -12,6 +12,7 @@ the writer of DATA/{train,dev,<test sets>}, DATA/test_sets and DATA/local/lm_tex
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from kocall.progress import progress_bar
@@ -99,6 +100,9 @@ def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], te
     data = Path(data)
     if "train" not in sets or "dev" not in sets:
         raise DataError(f"data dir '{data}': preparation needs a train and a dev set, got {sorted(sets)}")
+    for name in sets:  # set names become directories under DATA: '../x' would write outside it
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            raise DataError(f"data dir '{data}': set name '{name}' must be letters, digits, '_', '-' or '.'")
     for name, utts in sets.items():  # all audio checked before anything is written
         check_audio_outside(data / name, utts)
         add_durations(utts, desc=f"durations {name}")
