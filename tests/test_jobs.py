@@ -128,39 +128,61 @@ def _tree_bytes(root: Path, names: list[str]) -> dict[str, bytes]:
     return {n: (root / n).read_bytes() for n in names}
 
 
-def test_feature_jobs_equal_the_in_process_stage_byte_for_byte(tmp_path: Path, cmd: str) -> None:
-    from kocall.features import make_feats
-    from tests.test_features import CONF, make_dir
-
-    data = make_dir(tmp_path)
-    make_feats(data, CONF, nj=3, show_progress=False)
-    names = ["feats.scp", "utt2num_frames", "fbank.yaml", "data/feats.1.ark", "data/feats.2.ark", "data/feats.3.ark"]
-    reference = _tree_bytes(data, names)
-    for name in names:
-        (data / name).unlink()
-    make_feats(data, CONF, nj=3, show_progress=False, cmd=cmd)
-    assert _tree_bytes(data, names) == reference
-    assert sorted(p.name for p in (data / "data").iterdir()) == ["feats.1.ark", "feats.2.ark", "feats.3.ark"]
-    assert [job_outcome(data / "log" / f"make_fbank.{j}.log") for j in (1, 2, 3)] == [0, 0, 0]
-
-
-def test_a_failed_feature_job_names_job_and_log_and_leaves_no_feats(tmp_path: Path, cmd: str) -> None:
+def test_feature_jobs_equal_the_in_process_stage_and_a_failed_job_leaves_no_feats(tmp_path: Path, cmd: str) -> None:
     from kocall.features import make_feats
     from tests.test_features import CONF, UTTS, make_dir
 
     data = make_dir(tmp_path)
-    make_feats(data, CONF, nj=3, show_progress=False)          # an earlier complete run
-    bad = tmp_path / "wavs" / f"{UTTS[3][0]}.wav"                # in job 3 of 3 (sorted ids: 2+2+1... -> 3rd part)
+    make_feats(data, CONF, nj=2, show_progress=False)
+    names = ["feats.scp", "utt2num_frames", "fbank.yaml", "data/feats.1.ark", "data/feats.2.ark"]
+    reference = _tree_bytes(data, names)
+    for name in names:
+        (data / name).unlink()
+    make_feats(data, CONF, nj=2, show_progress=False, cmd=cmd)
+    assert _tree_bytes(data, names) == reference
+    assert sorted(p.name for p in (data / "data").iterdir()) == ["feats.1.ark", "feats.2.ark"]
+    assert [job_outcome(data / "log" / f"make_fbank.{j}.log") for j in (1, 2)] == [0, 0]
+
+    # A bad file in the second split: the stage fails naming job 2, its error and its log,
+    # and leaves neither feats.scp nor utt2num_frames (the earlier run's are removed first).
+    bad_utt = sorted(u for u, *_ in UTTS)[-1]
+    bad = tmp_path / "wavs" / f"{bad_utt}.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     with pytest.raises(KocallError) as err:
-        make_feats(data, CONF, nj=3, show_progress=False, cmd=cmd)
+        make_feats(data, CONF, nj=2, show_progress=False, cmd=cmd)
     message = err.value.format_message()
-    log = data / "log" / "make_fbank.3.log"
-    assert f"job 3 of 3 failed (exit code 1)" in message and f"(log: {log})" in message, message
-    assert f"utterance '{UTTS[3][0]}'" in message and str(bad) in message   # the job's own error line
-    assert "job 1 of 3" not in message and "job 2 of 3" not in message
+    log = data / "log" / "make_fbank.2.log"
+    assert "job 2 of 2 failed (exit code 1)" in message and f"(log: {log})" in message, message
+    assert f"utterance '{bad_utt}'" in message and str(bad) in message   # the job's own error line
+    assert "job 1 of 2" not in message and job_outcome(data / "log" / "make_fbank.1.log") == 0
     assert not (data / "feats.scp").exists() and not (data / "utt2num_frames").exists()
     assert not [p.name for p in (data / "data").iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ corpus rendering
+def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path, cmd: str) -> None:
+    import hashlib
+
+    from kocall.synth.generate import SynthConfig, generate_corpus
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (utils/setup_env.sh installs it)")
+    cfg = SynthConfig.from_yaml(REPO / "conf" / "synth.yaml", train_hours=0.003, dev_minutes=0.1,
+                                test_minutes=0.1, lm_sentences=5)
+    cfg.hotword_minutes = 0.0
+
+    def digests(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("stats")}
+
+    stats_here = generate_corpus(tmp_path / "here", cfg, nj=1)
+    stats_jobs = generate_corpus(tmp_path / "jobs", cfg, nj=2, cmd=cmd)
+    here = digests(tmp_path / "here")
+    assert sum(name.endswith(".wav") for name in here) >= 6
+    assert digests(tmp_path / "jobs") == here
+    stats_here.pop("generation"), stats_jobs.pop("generation")
+    assert stats_jobs == stats_here
+    assert [job_outcome(tmp_path / "log" / "jobs" / f"render.{j}.log") for j in (1, 2)] == [0, 0]
 
 
 # ------------------------------------------------------------------ the decode stage
@@ -207,14 +229,21 @@ def _run_decode(setup: dict, amdir: Path, *extra: str) -> None:
                 "dev", "test"])
 
 
-def test_decode_jobs_equal_the_in_process_stage_byte_for_byte(decode_setup: dict, tmp_path: Path, cmd: str) -> None:
-    _run_decode(decode_setup, tmp_path / "inproc")
-    reference = _decode_outputs(tmp_path / "inproc")
-    assert len(reference) == 9   # hyp.txt + decode_info.json x {dev,test} x {greedy,beam} + best_weights.json
-    _run_decode(decode_setup, tmp_path / "jobs", "--nj", "3", "--cmd", cmd)
-    assert _decode_outputs(tmp_path / "jobs") == reference
+@pytest.fixture(scope="module")
+def decode_reference(decode_setup: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The stage's outputs decoded in this process."""
+    amdir = tmp_path_factory.mktemp("decode_in_process")
+    _run_decode(decode_setup, amdir)
+    return _decode_outputs(amdir)
+
+
+def test_decode_jobs_equal_the_in_process_stage_byte_for_byte(decode_setup: dict, decode_reference: dict,
+                                                               tmp_path: Path, cmd: str) -> None:
+    assert len(decode_reference) == 9   # hyp.txt + decode_info.json x {dev,test} x {greedy,beam} + best_weights.json
+    _run_decode(decode_setup, tmp_path / "jobs", "--nj", "2", "--cmd", cmd)
+    assert _decode_outputs(tmp_path / "jobs") == decode_reference
     logs = tmp_path / "jobs" / "log"
-    assert [job_outcome(logs / f"decode_{r}.{j}.log") for r in ("grid", "final") for j in (1, 2, 3)] == [0] * 6
+    assert [job_outcome(logs / f"decode_{r}.{j}.log") for r in ("grid", "final") for j in (1, 2)] == [0] * 4
     assert not (tmp_path / "jobs" / ".decode_jobs").exists()
 
 

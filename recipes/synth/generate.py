@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 
 from kocall.errors import KocallError
-from kocall.fileio import atomic_dir
+from kocall.fileio import atomic_dir, atomic_write
 from kocall.synth.grammar import (HOTWORD_SLOT_NAMES, HOTWORD_TEMPLATES, SentenceGenerator, fill,
                                   hotword_slots)
 from kocall.synth.voices import VARIANTS, Speaker, make_speakers, synthesize
@@ -285,17 +285,66 @@ def _render(job: Job) -> tuple[int, float, float | None]:
     return job.index, pcm.size / OUT_RATE, energy
 
 
-def render_all(jobs: list[Job], root: Path, cfg: SynthConfig, nj: int) -> tuple[dict[int, float], list[float]]:
+def render_all(jobs: list[Job], root: Path, cfg: SynthConfig, nj: int,
+               part: list[Job] | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    """Render every job (or only `part` of them) into root; (index -> seconds, index -> energy
+    above 4 kHz of the measured files). The measured files are drawn from all jobs."""
     channel = cfg.channel_config()
     pick = random.Random(f"energy-{cfg.seed}")
     measure = frozenset(job.index for job in pick.sample(jobs, min(cfg.energy_sample, len(jobs))))
     durations: dict[int, float] = {}
-    energies: list[float] = []
+    energies: dict[int, float] = {}
     init_args = (str(root), cfg.seed, channel, measure)
-    for index, seconds, energy in imap_progress(_render, jobs, nj, "synth", _init_worker, init_args):
+    for index, seconds, energy in imap_progress(_render, jobs if part is None else part, nj, "synth",
+                                                _init_worker, init_args):
         durations[index] = seconds
         if energy is not None:
-            energies.append(energy)
+            energies[index] = energy
+    return durations, energies
+
+
+# ----------------------------------------------------------------------------- as --nj jobs (--cmd)
+def _job_result(tmp: Path, job: int) -> Path:
+    return tmp / f".render.{job}.json"
+
+
+def render_job(tmp: Path, cfg: SynthConfig, nj: int, job: int) -> int:
+    """Job `job` of `nj`: render its contiguous part of the corpus into the staging dir `tmp`
+    (what generate_corpus(cmd=...) dispatches); writes .render.<job>.json last. Returns the count."""
+    from kocall.jobs import split_contiguous
+
+    jobs = plan_corpus(cfg).jobs
+    parts = split_contiguous(jobs, nj)
+    if not 1 <= job <= len(parts):
+        raise KocallError(f"synth --job {job}: the corpus splits into {len(parts)} jobs with --nj {nj}")
+    durations, energies = render_all(jobs, tmp, cfg, 1, parts[job - 1])
+    with atomic_write(_job_result(tmp, job)) as handle:
+        json.dump({"durations": durations, "energies": energies}, handle)
+    return len(durations)
+
+
+def _render_dispatched(jobs: list[Job], tmp: Path, root: Path, cfg: SynthConfig, nj: int,
+                       cmd: str) -> tuple[dict[int, float], dict[int, float]]:
+    """The rendering as jobs through `cmd`; logs in <parent of root>/log/<root name>/render.<n>.log
+    (outside the staging dir, which a failure removes)."""
+    import sys
+
+    from kocall.jobs import dispatch, split_contiguous
+
+    n = len(split_contiguous(jobs, nj))
+    conf = tmp / ".synth.yaml"   # the jobs plan the same corpus from the same config
+    conf.write_text(yaml.safe_dump(dataclasses.asdict(cfg), allow_unicode=True), encoding="utf-8")
+    log = root.parent / "log" / root.name / "render.JOB.log"
+    dispatch(cmd, n, log, [sys.executable, "-m", "kocall.cli", "synth", "--config", str(conf), "--nj", str(n),
+                           "--job", "JOB", str(tmp)], f"synth {root}")
+    durations: dict[int, float] = {}
+    energies: dict[int, float] = {}
+    for job in range(1, n + 1):
+        result = json.loads(_job_result(tmp, job).read_text(encoding="utf-8"))
+        durations.update({int(k): v for k, v in result["durations"].items()})
+        energies.update({int(k): v for k, v in result["energies"].items()})
+        _job_result(tmp, job).unlink()
+    conf.unlink()
     return durations, energies
 
 
@@ -389,8 +438,10 @@ def stats_text(stats: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate_corpus(root: str | Path, cfg: SynthConfig, nj: int = 1) -> dict:
-    """Build the whole corpus in a temp dir and rename it to `root`; returns the stats."""
+def generate_corpus(root: str | Path, cfg: SynthConfig, nj: int = 1, cmd: str | None = None) -> dict:
+    """Build the whole corpus in a temp dir and rename it to `root`; returns the stats.
+    cmd None: rendered by nj processes here; else as nj jobs through cmd (run.pl, slurm.pl...),
+    the same audio either way."""
     start = time.perf_counter()
     plan = plan_corpus(cfg)
     jobs, speakers, lm_text = plan.jobs, plan.speakers, plan.lm_text
@@ -406,11 +457,14 @@ def generate_corpus(root: str | Path, cfg: SynthConfig, nj: int = 1) -> dict:
         _write_text(tmp / "lm_text.txt", lm_text)
         if plan.hotwords:
             _write_text(tmp / HOTWORD_SPLIT / "hotwords", plan.hotwords)
-        durations, energies = render_all(jobs, tmp, cfg, nj)
+        if cmd is None:
+            durations, energies = render_all(jobs, tmp, cfg, nj)
+        else:
+            durations, energies = _render_dispatched(jobs, tmp, Path(root), cfg, nj, cmd)
         (tmp / "speakers.json").write_text(json.dumps(
             {s.speaker_id: {**s.to_dict(), "split": split} for split in SPLITS for s in speakers[split]},
             ensure_ascii=False, indent=1), encoding="utf-8")
-        stats = corpus_stats(jobs, durations, energies, speakers, lm_text, cfg, time.perf_counter() - start, nj,
+        stats = corpus_stats(jobs, durations, [energies[i] for i in sorted(energies)], speakers, lm_text, cfg, time.perf_counter() - start, nj,
                              plan.hotwords)
         (tmp / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "stats.txt").write_text(stats_text(stats), encoding="utf-8")
