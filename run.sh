@@ -14,6 +14,7 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=100
 nj=2
+cmd=run.pl          # how the split steps run their --nj jobs: run.pl (here) | "slurm.pl --mem 4G" (README)
 force=false
 corpus=synth        # synth | hackathon | clovacall | kspon | tsv | kaldi | shared-ko
 corpus_dir=         # default: corpora/synth (synth), ../shared (shared-ko); required otherwise
@@ -32,7 +33,7 @@ allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # 
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup hotwords"
+_kocall_option_vars="stage stop_stage nj cmd force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup hotwords"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
@@ -69,7 +70,7 @@ stage_lock "$data" "$exp"   # a second run on the same --data/--exp stops with a
 #        $data/test_sets (names of the test sets), $data/local/lm_text.txt (extra LM text)
 if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   if [ "$corpus" = synth ]; then
-    local/synth/make_corpus.sh --nj "$nj" --seed "$seed" --force "$force" "$corpus_dir"
+    local/synth/make_corpus.sh --nj "$nj" --cmd "$cmd" --seed "$seed" --force "$force" "$corpus_dir"
   fi
   # What identifies the corpus: the generator's marker (synth), the transcripts and the
   # corpus-specific scripts (large audio files are hashed by size and mtime, see kocall.stamp).
@@ -97,7 +98,7 @@ if in_stage 1 "log-mel features"; then
   if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh \
        $(for x in train dev $(test_sets); do echo "$data/$x/wav.scp"; done); then
     for x in train dev $(test_sets); do
-      steps/make_fbank.sh --nj "$nj" --device "$device" --fbank-conf conf/fbank.yaml "$data/$x"
+      steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --fbank-conf conf/fbank.yaml "$data/$x"
     done
     steps/compute_cmvn.sh "$data/train"
     stage_end
@@ -149,7 +150,7 @@ if in_stage 5 "decoding"; then
   if stage_begin "$exp/.done/$(basename "$amdir").decode" "$exp/.done/$(basename "$amdir").train" \
        "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
        ${hotwords:+"hotwords=$hotwords"}; then
-    steps/decode.sh --device "$device" --nj "$nj" --decode-conf conf/decode.yaml --hotwords "$hotwords" \
+    steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --decode-conf conf/decode.yaml --hotwords "$hotwords" \
       "$amdir" "$lang" "$data" dev $(test_sets)
     stage_end
   fi
