@@ -10,6 +10,7 @@ to AMDIR/decode_<set>_beam/hyp.txt. Each decode dir gets decode_info.json
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
 class StageDecoder:
     """What every decode of the stage needs, loaded once per process (the stage, or one job)."""
     amdir: Path
+    lang: Path
     model: Any
     tokenizer: Any
-    tables: Any
     make_feats: FeatureMaker
     base: DecoderConfig
     conf: dict
@@ -119,12 +120,18 @@ class StageDecoder:
         conf = load_decode_conf(decode_conf)
         model, tokenizer, config = load_model_dir(amdir / "final", device)
         lm_path = lang / "lm" / "lm.arpa"
-        tables = load_lm_tables(lm_path, lang / "tokens.txt")
+        if not lm_path.is_file():   # checked now; loaded only where a beam search runs (see tables)
+            raise DataError(f"file '{lm_path}' is missing (n-gram LM)")
         bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
         base = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
                              token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
                              blank_id=tokenizer.blank_id)
-        return cls(amdir, model, tokenizer, tables, FeatureMaker(amdir / "final", config), base, conf, lm_path, device)
+        return cls(amdir, lang, model, tokenizer, FeatureMaker(amdir / "final", config), base, conf, lm_path, device)
+
+    @functools.cached_property
+    def tables(self) -> Any:
+        """The LM's device tables, loaded on first use: the --cmd stage process never needs them."""
+        return load_lm_tables(self.lm_path, self.lang / "tokens.txt")
 
     def log_probs(self, data_dir: Path, nj: int = 1, job: int = 1) -> tuple[list[str], list[np.ndarray]]:
         return set_log_probs(self.model, data_dir, self.make_feats, self.device, nj, job)
