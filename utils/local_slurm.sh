@@ -5,8 +5,9 @@
 #   utils/local_slurm.sh stop DIR    # stops the three daemons started for DIR
 # Needs root and Debian's slurm-wlm and munge (utils/setup_env.sh installs them as root).
 # The node is this host with all its cores and 90% of its memory, in one partition `local`;
-# ports are picked free at start. Nothing outside DIR is written or started: no systemd
-# units, no /etc/slurm, a private munge key and socket.
+# ports are picked free at start; jobs keep the submitter's nice value (a shared machine).
+# Nothing outside DIR is written or started: no systemd units, no /etc/slurm, a private munge
+# key and socket.
 set -euo pipefail
 
 usage() { echo "Usage: $0 start|stop DIR" >&2; exit 2; }
@@ -88,6 +89,7 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 SchedulerParameters=sched_interval=1
 MinJobAge=30
+PropagatePrioProcess=1
 KillWait=5
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=$(( mem_mb / cpus ))
