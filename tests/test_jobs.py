@@ -185,6 +185,37 @@ def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path, cmd: str) -> No
     assert [job_outcome(tmp_path / "log" / "jobs" / f"render.{j}.log") for j in (1, 2)] == [0, 0]
 
 
+def test_shared_ko_channel_jobs_equal_the_in_process_run_and_name_a_failed_job(tmp_path: Path, cmd: str) -> None:
+    import hashlib
+
+    from kocall.corpora.shared_ko import prepare_shared_ko
+    from tests.test_shared_ko import make_corpus
+
+    corpus = make_corpus(tmp_path / "shared")
+
+    def prepare(name: str, nj: int, job_cmd: str | None) -> tuple[dict, dict[str, str]]:
+        prepared = prepare_shared_ko(corpus, nj=nj, audio_dir=tmp_path / name, n_dev=1, n_test=1, cmd=job_cmd)
+        wavs = {u.utt_id: (Path(u.wav).relative_to(tmp_path / name), u.duration)
+                for utts in prepared.sets.values() for u in utts}
+        audio = {str(p.relative_to(tmp_path / name)): hashlib.sha1(p.read_bytes()).hexdigest()
+                 for p in sorted((tmp_path / name).rglob("*.wav"))}
+        return wavs, audio
+
+    here = prepare("here", 1, None)
+    assert len(here[1]) >= 10
+    assert prepare("jobs", 2, cmd) == here
+    assert not [p for p in (tmp_path / "jobs").iterdir() if p.name.startswith(".channel_jobs")]
+
+    bad = corpus / "corpora" / "deeply_read_ko" / "audio" / "de10.wav"
+    bad.write_bytes(b"RIFF not audio")
+    with pytest.raises(KocallError) as err:
+        prepare("failed", 2, cmd)
+    message = err.value.format_message()
+    assert "of 2 failed (exit code 1)" in message and "utterance 'db-de10'" in message and str(bad) in message
+    assert "(log: " + str(tmp_path / "failed" / "log" / "channel.") in message
+    assert not (tmp_path / "failed" / ".done").exists()
+
+
 # ------------------------------------------------------------------ the decode stage
 @pytest.fixture(scope="module")
 def decode_setup(tmp_path_factory: pytest.TempPathFactory) -> dict:

@@ -165,6 +165,8 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
 @click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True, help="seed of the speaker split and the channel")
 @click.option("--nj", type=int, default=2, show_default=True, help="parallel jobs for the telephone channel")
+@click.option("--cmd", default=None, help="run those jobs through run.pl, 'slurm.pl --mem 2G'... "
+              "(default or '': processes of this machine)")
 @click.option("--audio-dir", type=click.Path(file_okay=False), default=None,
               help="where the channelled WAVs go [default: corpora/shared_ko_tel in the repo]")
 @click.option("--max-utts-per-corpus", type=int, default=0, show_default=True,
@@ -173,7 +175,7 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
 @click.option("--test-speakers", type=int, default=4, show_default=True,
               help="other emotiontts_ko speakers held out for test_heldout")
 @allow_pipes_option
-def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, audio_dir: str | None,
+def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, cmd: str | None, audio_dir: str | None,
                   max_utts_per_corpus: int, dev_speakers: int, test_speakers: int) -> None:
     """Real Korean speech beside the repo (../shared; README "Real speech"): split, channel, LM text."""
     from kocall.corpora.shared_ko import TEST_SETS, prepare_shared_ko
@@ -182,7 +184,7 @@ def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, aud
     if audio_dir:
         check_output_dir(audio_dir, {"corpus": corpus_dir})
     prepared = prepare_shared_ko(corpus_dir, punct, seed, nj, audio_dir, max_utts_per_corpus,
-                                 dev_speakers, test_speakers)
+                                 dev_speakers, test_speakers, cmd=cmd or None)
     finish(out, prepared.sets, list(TEST_SETS), seed, 0.1, prepared.lm_lines, {"corpus": corpus_dir})  # dev exists: no split there
     for line in prepared.summary():
         click.echo(line)

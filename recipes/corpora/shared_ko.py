@@ -222,11 +222,12 @@ def channelled_path(audio_dir: Path, corpora: Path, src: str) -> Path:
 
 
 def apply_channel(sets: dict[str, list[Utterance]], corpora: Path, audio_dir: Path, seed: int,
-                  nj: int) -> tuple[int, int]:
+                  nj: int, cmd: str | None = None) -> tuple[int, int]:
     """Point every utterance at its channelled WAV (rendered where missing or stale); (rendered, skipped).
 
     audio_dir/.done holds channel_digest: it is removed before rendering and written after, so
     files are reused only when every one was made with the current seed, config and code.
+    cmd: run the --nj jobs through run.pl, slurm.pl... (`channel_job`) instead of processes here.
     """
     utts = {u.utt_id: u for name in sorted(sets) for u in sets[name]}
     stamp = audio_dir / ".done"
@@ -238,13 +239,52 @@ def apply_channel(sets: dict[str, list[Utterance]], corpora: Path, audio_dir: Pa
         target.mkdir(parents=True, exist_ok=True)
     jobs = [(u.utt_id, u.wav, str(targets[u.utt_id]), seed, fresh) for u in utts.values()]
     rendered = 0
-    for utt_id, seconds, did_render in imap_progress(_render_one, jobs, nj, "telephone channel"):
+    results = (imap_progress(_render_one, jobs, nj, "telephone channel") if cmd is None
+               else _channel_dispatched(jobs, audio_dir, nj, cmd))
+    for utt_id, seconds, did_render in results:
         utt = utts[utt_id]
         utt.wav, utt.duration = str(targets[utt_id]), seconds
         rendered += did_render
     with atomic_write(stamp) as handle:
         handle.write(digest + "\n")
     return rendered, len(jobs) - rendered
+
+
+def channel_job(job_list: Path, nj: int, job: int) -> int:
+    """Job `job` of `nj`: channel its contiguous part of the list apply_channel(cmd=...) wrote;
+    its results go to <list>.<job>.json, written last. Returns the number of utterances."""
+    import json
+
+    from kocall.jobs import split_contiguous
+
+    parts = split_contiguous([tuple(j) for j in json.loads(job_list.read_text(encoding="utf-8"))], nj)
+    results = [_render_one(j) for j in parts[job - 1]]
+    with atomic_write(job_list.with_name(f"{job_list.name}.{job}.json")) as handle:
+        json.dump(results, handle)
+    return len(results)
+
+
+def _channel_dispatched(jobs: list[tuple[str, str, str, int, bool]], audio_dir: Path, nj: int,
+                        cmd: str) -> list[tuple[str, float, bool]]:
+    """The channel as jobs through `cmd`, logs in audio_dir/log/channel.<n>.log."""
+    import json
+    import sys
+
+    from kocall.jobs import dispatch, split_contiguous
+
+    n = len(split_contiguous(jobs, nj))
+    job_list = audio_dir / ".channel_jobs.json"
+    with atomic_write(job_list) as handle:
+        json.dump(jobs, handle)
+    try:
+        dispatch(cmd, n, audio_dir / "log" / "channel.JOB.log",
+                 [sys.executable, "-m", "kocall.corpora.shared_ko", str(job_list), str(n), "JOB"],
+                 "shared-ko telephone channel")
+        return [(u, s, r) for j in range(1, n + 1)
+                for u, s, r in json.loads(job_list.with_name(f"{job_list.name}.{j}.json").read_text(encoding="utf-8"))]
+    finally:
+        for path in [job_list, *(job_list.with_name(f"{job_list.name}.{j}.json") for j in range(1, n + 1))]:
+            path.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- LM text
@@ -272,7 +312,7 @@ def lm_sentences(text_dir: Path, punct: str, exclude: set[str]) -> tuple[list[st
 
 def prepare_shared_ko(corpus_dir: str | os.PathLike, punct: str = "strip", seed: int = 1, nj: int = 2,
                       audio_dir: str | os.PathLike | None = None, max_utts_per_corpus: int = 0,
-                      n_dev: int = 4, n_test: int = 4) -> SharedKo:
+                      n_dev: int = 4, n_test: int = 4, cmd: str | None = None) -> SharedKo:
     """Read, split, channel and collect LM text; the caller writes $data (corpora.write_prepared)."""
     corpora = check_layout(corpus_dir)
     audio_dir = Path(audio_dir) if audio_dir else DEFAULT_AUDIO_DIR
@@ -286,7 +326,7 @@ def prepare_shared_ko(corpus_dir: str | os.PathLike, punct: str = "strip", seed:
         corpus_utts[name] = limit_per_corpus(utts, max_utts_per_corpus)
         dropped_empty += dropped
     sets, heldout, dropped_overlap = split_sets(corpus_utts, n_dev, n_test, seed)
-    rendered, up_to_date = apply_channel(sets, corpora, audio_dir, seed, nj)
+    rendered, up_to_date = apply_channel(sets, corpora, audio_dir, seed, nj, cmd)
     exclude = {text_key(u.text) for name in ("dev", *TEST_SETS) for u in sets[name]}
     text_dir = Path(corpus_dir) / "text"
     notes = []
@@ -298,3 +338,15 @@ def prepare_shared_ko(corpus_dir: str | os.PathLike, punct: str = "strip", seed:
     return SharedKo(sets=sets, lm_lines=lm_lines, heldout_speakers=heldout, dropped_empty=dropped_empty,
                     dropped_overlap=dropped_overlap, rendered=rendered, up_to_date=up_to_date,
                     lm_duplicates=duplicates, lm_excluded=excluded, notes=notes)
+
+
+if __name__ == "__main__":   # one job of apply_channel(cmd=...): LIST NJ JOB
+    import sys
+
+    from kocall.errors import KocallError
+
+    try:
+        count = channel_job(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    except KocallError as err:
+        sys.exit(f"Error: {err.format_message()}")
+    print(f"telephone channel: job {sys.argv[3]} of {sys.argv[2]}: {count} utterances")
