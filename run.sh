@@ -84,7 +84,7 @@ if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   if stage_begin "$data/.done/prep" "${corpus_inputs[@]}" \
        -- "corpus=$corpus" "dir=$corpus_dir" "labels=$label_file" "punct=$punct" "seed=$seed"; then
     local/prepare_corpus.sh --corpus "$corpus" --label-file "$label_file" --punct "$punct" \
-      --seed "$seed" --nj "$nj" "$corpus_dir" "$data"
+      --seed "$seed" --nj "$nj" --cmd "$cmd" "$corpus_dir" "$data"
     stage_end
   fi
 fi
