@@ -23,8 +23,8 @@ data=data
 exp=exp
 device=cpu          # cpu | cuda (training and decoding)
 model_size=small    # conf/model_<size>.yaml
-unit=char           # char (Korean syllables + space) | bpe (sentencepiece)
-lm_order=6
+unit=char           # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
+lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1
 hotwords=           # a hotwords list (phrase [:weight] per line) biasing decoding of every set;
@@ -37,7 +37,8 @@ _kocall_option_vars="stage stop_stage nj cmd force corpus corpus_dir label_file 
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
-for v in nj lm_order seed; do
+[ -z "$lm_order" ] || [[ "$lm_order" =~ ^[0-9]+$ ]] || { echo "$0: --lm-order must be a whole number, not '$lm_order'" >&2; exit 1; }
+for v in nj seed; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a whole number, not '${!v}'" >&2; exit 1; }
 done
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be at least 1" >&2; exit 1; }
@@ -119,7 +120,7 @@ fi
 # Stage 3: n-gram LM over the units (KenLM lmplz/build_binary).
 #   in:  $lang/tokens.txt, $data/train/text, $data/local/lm_text.txt, $data/dev/text
 #   out: $lang/lm/lm.arpa, $lang/lm/lm.bin, $lang/lm/ppl.txt
-if in_stage 3 "${lm_order}-gram LM"; then
+if in_stage 3 "n-gram LM (order ${lm_order:-of conf/lm.yaml})"; then
   if stage_begin "$data/.done/lm_$unit" "$data/.done/lang_$unit" conf/lm.yaml steps/train_lm.sh \
        "$data/train/text" "$data/dev/text" "$data/local/lm_text.txt" -- "order=$lm_order"; then
     steps/train_lm.sh --order "$lm_order" --lm-conf conf/lm.yaml "$lang" "$data/train" "$data/dev" \

@@ -35,11 +35,11 @@ from kocall.paths import REPO_ROOT
 log = logging.getLogger(__name__)
 
 # `order` per unit: a jamo string is about twice as long as its syllables (spaces included),
-# so a jamo LM needs about twice the order to see the same span (conf/lm.yaml says how it was chosen).
-DEFAULT_ORDER = {"char": 6, "bpe": 6, "jamo": 10}
+# so a jamo LM needs a higher order to see the same span (conf/lm.yaml says how it was chosen).
+DEFAULT_ORDER = {"char": 6, "bpe": 6, "jamo": 8}
 DEFAULT_CONF = {"memory": "10%", "prune": "", "discount_fallback": True, "binary_type": "probing",
                 "order": DEFAULT_ORDER}
-MAX_ORDER = 12   # KENLM_MAX_ORDER of utils/build_kenlm.sh
+MAX_ORDER = 8    # KENLM_MAX_ORDER of utils/build_kenlm.sh
 # lmplz writes a -inf back-off for a context whose continuations took all the mass (tiny
 # corpora with --discount_fallback); KenLM refuses to load it. This floor stands in.
 INF_BACKOFF_FLOOR = "-99"
@@ -125,7 +125,7 @@ class Perplexity:
 
 def perplexity(arpa: Path, sentences: Sequence[str], progress: bool = False) -> Perplexity:
     """Per-sentence log10 scores with <s> and </s>, summed: the ARPA back-off recursion, any
-    order (the kenlm module loads at most 6-grams; jamo LMs go higher). Equals KenLM's
+    order (the kenlm module loads at most 6-grams; jamo LMs are 8-grams). Equals KenLM's
     `full_scores`: a word not in the model is scored as `<unk>` (with the context's back-offs)
     and counts as OOV."""
     from kocall_kernels.ngram.arpa import parse_arpa
@@ -278,7 +278,7 @@ def lm_cmd() -> None:
 
 @lm_cmd.command("train")
 @click.option("--order", type=click.IntRange(min=2, max=MAX_ORDER), default=None,
-              help="n-gram order [default: the conf's order for the unit: char 6, jamo 10]")
+              help="n-gram order [default: the conf's order for the unit: char 6, jamo 8]")
 @click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=None, help="conf/lm.yaml")
 @click.option("--prune", default=None, help="lmplz --prune thresholds, e.g. '0 0 1' (overrides the conf)")
 @click.option("--memory", default=None, help="lmplz -S, e.g. '10%' or '1G' (overrides the conf)")

@@ -5,7 +5,7 @@
 # Writes OUT_DIR/{lm.arpa,lm.bin,lm_tables.npz,ppl.txt,ppl.json,lm_text.txt} atomically.
 # Usage: steps/train_lm.sh [--order N] [--lm-conf conf/lm.yaml] LANG TRAIN_DATA_DIR DEV_DATA_DIR EXTRA_TEXT OUT_DIR
 #   EXTRA_TEXT: normalised sentences, one a line; may be empty or missing.
-#   --order: empty (the default) takes the conf's order for the unit (char 6, jamo 10).
+#   --order: empty (the default) takes the conf's order for the unit (char 6, jamo 8).
 set -euo pipefail
 order=
 lm_conf=conf/lm.yaml

@@ -133,3 +133,36 @@ def test_train_lm_script_as_run_sh_calls_it(corpus):
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((out / "ppl.json").read_text())
     assert report["order"] == 3 and report["extra_sentences"] == 0 and "dev perplexity 3-gram" in run.stdout
+
+
+def test_jamo_lm_takes_its_order_from_the_conf_and_reports_per_character(corpus, trained, tmp_path):
+    from kocall.lang import Tokenizer
+    from kocall.lm import load_conf, perplexity
+    from kocall_kernels.ngram import NgramTables
+
+    # char units: one token per character, so the per-character perplexity is the perplexity
+    dev = trained[1]["dev"]
+    assert dev["chars"] == dev["tokens"] and dev["ppl_per_char"] == pytest.approx(dev["ppl"])
+
+    lang = tmp_path / "lang_jamo"
+    prepare_lang(corpus["train"], lang, unit="jamo")
+    conf = {**load_conf(ROOT / "conf/lm.yaml"), "memory": "64M"}
+    report = train_lm(lang, corpus["train"] / "text", corpus["dev"] / "text", lang / "lm",
+                      extra_text=corpus["extra"], conf=conf)
+    assert report["unit"] == "jamo" and report["order"] == 8 and len(report["ngram_counts"]) == 8
+    dev_texts = [line.split(" ", 1)[1] for line in (corpus["dev"] / "text").read_text(encoding="utf-8").splitlines()]
+    chars = sum(len(t) + 1 for t in dev_texts)
+    assert report["dev"]["chars"] == chars and report["dev"]["tokens"] > 2 * chars
+    assert report["dev"]["ppl_per_char"] == pytest.approx(10 ** (-report["dev"]["logprob"] / chars))
+    assert "per character" in (lang / "lm" / "ppl.txt").read_text(encoding="utf-8")
+    # an 8-gram is beyond the kenlm module (6): the scorer is checked against the device tables'
+    # own back-off walk, sentence by sentence
+    tok = Tokenizer.from_lang_dir(lang)
+    tables = NgramTables.load(lang / "lm" / "lm_tables.npz")
+    train_texts = [line.split(" ", 1)[1] for line in (corpus["train"] / "text").read_text(encoding="utf-8").splitlines()]
+    for text in train_texts[:10] + ["고객님 잔액 카드"]:
+        ours = perplexity(lang / "lm" / "lm.arpa", [tok.to_lm_words(text)])
+        assert ours.oov == 0 and ours.logprob == pytest.approx(tables.score_sentence(tok.encode(text))[0], abs=1e-4)
+    # a user's order wins over the conf's
+    assert train_lm(lang, corpus["train"] / "text", corpus["dev"] / "text", tmp_path / "lm3", order=3,
+                    conf=conf)["order"] == 3
