@@ -267,7 +267,11 @@ def run_slurm(req: Request) -> int:
         submit += [f"--array={req.first}-{req.last}{limit}", "--output", str(qdir / f"{base}.%a.out")]
     else:
         submit += ["--output", str(qdir / f"{base}.out")]
-    submitted = subprocess.run(submit + [str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        submitted = subprocess.run(submit + [str(script)], stdout=subprocess.PIPE, text=True)
+    except OSError as err:
+        print(f"slurm.pl: cannot run '{submit[0]}' ({err.strerror}); is Slurm installed here?", file=sys.stderr)
+        return 1
     job_id = submitted.stdout.strip().split(";")[0]
     if submitted.returncode != 0 or not job_id:
         print(f"slurm.pl: submission failed: {' '.join(map(shlex.quote, submit))}", file=sys.stderr)
@@ -339,7 +343,10 @@ def dispatch(cmd: str, nj: int, log_pattern: str | os.PathLike, argv: list[str],
     if "/" not in program and not _on_path(program) and (REPO_ROOT / "utils" / program).is_file():
         program = str(REPO_ROOT / "utils" / program)
     full = [program, *words[1:], f"JOB=1:{nj}", str(log_pattern), *argv]
-    code = subprocess.call(full)
+    try:
+        code = subprocess.call(full)
+    except OSError as err:   # not found, not executable
+        raise KocallError(f"{what}: --cmd '{cmd}': cannot run '{program}' ({err.strerror})") from None
     if code == 0:
         return
     req = Request([f"JOB=1:{nj}", str(log_pattern), "true"])
