@@ -60,7 +60,6 @@ POLL_SECONDS = 0.5        # slurm.pl looks at the logs this often
 NFS_GRACE = 5.0           # after the array left the queue, logs may take this long to show (NFS)
 
 
-
 class UsageError(Exception):
     pass
 
@@ -88,8 +87,8 @@ class Request:
         self.log, self.words = argv[0], argv[1:]
         if self.jobname and self.jobname not in self.log and self.last > self.first:
             raise UsageError(f"the log name '{self.log}' must contain {self.jobname} (one log per job)")
-        self.threads = int(self.options.get("num_threads", "1"))
-        self.max_jobs = int(self.options.get("max_jobs_run", "0"))
+        self.threads = _count(self.options, "num_threads", 1)
+        self.max_jobs = _count(self.options, "max_jobs_run", 0)
 
     @property
     def job_ids(self) -> list[int]:
@@ -100,6 +99,13 @@ class Request:
 
     def log_path(self, job: int | str) -> Path:
         return Path(substitute(self.log, self.jobname, job))
+
+
+def _count(options: dict[str, str], name: str, default: int) -> int:
+    value = options.get(name, str(default))
+    if not value.isdigit():
+        raise UsageError(f"--{name.replace('_', '-')} takes a whole number, not '{value}'")
+    return int(value)
 
 
 def substitute(text: str, jobname: str | None, job: int | str) -> str:

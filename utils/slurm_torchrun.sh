@@ -11,8 +11,11 @@ nproc=$1; port=$2; shift 2
 nodelist=${SLURM_STEP_NODELIST:-$SLURM_JOB_NODELIST}
 nnodes=${SLURM_STEP_NUM_NODES:-${SLURM_NNODES:-1}}
 head=$(scontrol show hostnames "$nodelist" | head -n 1)
+# The address Slurm reaches that node at (NodeAddr), which need not be a resolvable name.
+addr=$(scontrol show node "$head" 2>/dev/null | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p' | head -n 1)
+addr=${addr:-$head}
 port=${port:-$(( 20000 + SLURM_JOB_ID % 20000 ))}
 echo "$0: node ${SLURMD_NODENAME:-$(hostname)}: torchrun agent $((${SLURM_NODEID:-0} + 1)) of $nnodes," \
-  "$nproc workers, rendezvous $head:$port" >&2
+  "$nproc workers, rendezvous $addr:$port" >&2
 exec torchrun --nnodes="$nnodes" --nproc_per_node="$nproc" --rdzv_backend=c10d \
-  --rdzv_endpoint="$head:$port" --rdzv_id="kocall-$SLURM_JOB_ID" "$@"
+  --rdzv_endpoint="$addr:$port" --rdzv_id="kocall-$SLURM_JOB_ID" "$@"
