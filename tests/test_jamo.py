@@ -111,3 +111,16 @@ def test_inventory_detection():
         Tokenizer([BLANK, UNK, SPACE, *jamo.JAMO_INVENTORY[:3]])
     with pytest.raises(ValueError):
         jamo.decompose_syllable("A")
+
+
+def test_prepare_lang_script_builds_jamo_units(tmp_path):
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    train = make_data(tmp_path / "train", ["명동역 몇 번 출구로 나가요", "카드 분실 신고 하려고요"])
+    run = subprocess.run([str(root / "steps/prepare_lang.sh"), "--unit", "jamo", str(train), str(tmp_path / "lang")],
+                         capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr
+    assert "70 units (jamo)" in run.stdout
+    tok = Tokenizer.from_lang_dir(tmp_path / "lang")
+    assert tok.unit == "jamo" and tok.decode(tok.encode("뷁 명동역")) == "뷁 명동역"
