@@ -22,7 +22,11 @@ label_file=         # hackathon only: default <corpus-dir>/hackathon.labels
 data=data
 exp=exp
 device=cpu          # cpu | cuda (training and decoding)
-model_size=small    # conf/model_<size>.yaml
+model_size=small    # the Conformer-CTC size when --model is not given: conf/model_<size>.yaml
+model=              # a model config conf/model_<model>.yaml of any family, e.g. whisper_base_ctc
+                    # (pretrained Whisper-base encoder + CTC: the choice for real speech, see README);
+                    # default: conformer_ctc_<model-size> (from scratch; conf/model_<model-size>.yaml)
+pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's, see README)
 unit=char           # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
@@ -33,7 +37,7 @@ allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # 
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj cmd force corpus corpus_dir label_file data exp device model_size unit lm_order punct seed allow_pipes setup hotwords"
+_kocall_option_vars="stage stop_stage nj cmd force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
@@ -60,8 +64,18 @@ for v in data exp; do  # the corpus is an input: an output root on it would repl
   [ "$(realpath -m "$corpus_dir")" != "$(realpath -m "${!v}")" ] || {
     echo "$0: --corpus-dir '$corpus_dir' and --$v '${!v}' are the same directory; choose another --$v" >&2; exit 1; }
 done
-amdir=$exp/conformer_ctc_${model_size}_${unit}
+if [ -n "$model" ]; then model_conf=conf/model_$model.yaml; model_name=$model
+else model_conf=conf/model_$model_size.yaml; model_name=conformer_ctc_$model_size; fi
+[ -f "$model_conf" ] || { echo "$0: no model config '$model_conf' (see conf/model_*.yaml)" >&2; exit 1; }
+amdir=$exp/${model_name}_${unit}
 lang=$data/lang_${unit}
+# The front end is the model's (`fbank:` in its config; default conf/fbank.yaml). Features of
+# another front end live in a Kaldi-style copy of the data dirs, $data/<front end>/<set>, so
+# models with different front ends can share one --data.
+fbank_conf=$(sed -n 's/^fbank:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$model_conf"); fbank_conf=${fbank_conf:-conf/fbank.yaml}
+[ -f "$fbank_conf" ] || { echo "$0: '$model_conf' names front end '$fbank_conf', which is missing" >&2; exit 1; }
+frontend=$(basename "$fbank_conf" .yaml)
+if [ "$frontend" = fbank ]; then fdata=$data; else fdata=$data/$frontend; fi
 test_sets() { cat "$data/test_sets"; }
 stage_lock "$data" "$exp"   # a second run on the same --data/--exp stops with a message
 
@@ -90,18 +104,20 @@ if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   fi
 fi
 
-# Stage 1: fused log-mel features (kernels/fbank) and global CMVN.
-#   in:  $data/<set>/wav.scp, conf/fbank.yaml
-#   out: $data/<set>/feats.scp (+ ark shards, utt2num_frames), $data/train/cmvn.json
-if in_stage 1 "log-mel features"; then
+# Stage 1: fused log-mel features (kernels/fbank) by the model's front end, and global CMVN.
+#   in:  $data/<set>/wav.scp, $fbank_conf (conf/fbank.yaml, or e.g. conf/fbank_whisper.yaml)
+#   out: $fdata/<set>/feats.scp (+ ark shards, utt2num_frames), $fdata/train/cmvn.json
+#        ($fdata = $data for conf/fbank.yaml, else $data/<front end>: copies of the data dirs)
+if in_stage 1 "log-mel features ($frontend)"; then
   # The features do not depend on the device (the CUDA kernel equals the CPU twin within 1e-4),
   # so --device is not part of the hash.
-  if stage_begin "$data/.done/feats" "$data/.done/prep" conf/fbank.yaml steps/make_fbank.sh \
+  if stage_begin "$data/.done/feats_$frontend" "$data/.done/prep" "$fbank_conf" steps/make_fbank.sh \
        $(for x in train dev $(test_sets); do echo "$data/$x/wav.scp"; done); then
     for x in train dev $(test_sets); do
-      steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --fbank-conf conf/fbank.yaml "$data/$x"
+      [ "$fdata" = "$data" ] || utils/copy_data_dir.sh "$data/$x" "$fdata/$x"
+      steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --fbank-conf "$fbank_conf" "$fdata/$x"
     done
-    steps/compute_cmvn.sh "$data/train"
+    steps/compute_cmvn.sh "$fdata/train"
     stage_end
   fi
 fi
@@ -129,15 +145,16 @@ if in_stage 3 "n-gram LM (order ${lm_order:-of conf/lm.yaml})"; then
   fi
 fi
 
-# Stage 4: Conformer-CTC acoustic model (resumable; kill and rerun to continue).
-#   in:  $data/{train,dev}/feats.scp, $data/train/cmvn.json, $lang/tokens.txt, conf/model_$model_size.yaml
+# Stage 4: the acoustic model (resumable; kill and rerun to continue): Conformer-CTC from
+#   scratch, or a pretrained Whisper encoder + CTC (--model whisper_base_ctc).
+#   in:  $fdata/{train,dev}/feats.scp, $fdata/train/cmvn.json, $lang/tokens.txt, $model_conf
 #   out: $amdir/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, $amdir/final/ (model dir)
-if in_stage 4 "train Conformer-CTC ($model_size) on $device"; then
-  if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats" "$data/.done/lang_$unit" \
-       "conf/model_$model_size.yaml" steps/train.sh -- "device=$device" "seed=$seed"; then
+if in_stage 4 "train $model_name on $device"; then
+  if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats_$frontend" "$data/.done/lang_$unit" \
+       "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} -- "device=$device" "seed=$seed"; then
     stage_workdir "$amdir"   # an interrupted run of the same inputs resumes; anything else restarts
-    steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "conf/model_$model_size.yaml" \
-      "$data/train" "$data/dev" "$lang" "$amdir"
+    steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "$model_conf" \
+      --pretrained "$pretrained" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
     stage_end
   fi
 fi
@@ -152,7 +169,7 @@ if in_stage 5 "decoding"; then
        "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
        ${hotwords:+"hotwords=$hotwords"}; then
     steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --decode-conf conf/decode.yaml --hotwords "$hotwords" \
-      "$amdir" "$lang" "$data" dev $(test_sets)
+      "$amdir" "$lang" "$fdata" dev $(test_sets)
     stage_end
   fi
 fi
@@ -164,7 +181,7 @@ fi
 if in_stage 6 "scoring"; then
   if stage_begin "$exp/.done/$(basename "$amdir").score" "$exp/.done/$(basename "$amdir").decode" \
        steps/score.sh $(for x in dev $(test_sets); do echo "$data/$x/text"; done) -- "punct=$punct"; then
-    steps/score.sh "$amdir" "$data" dev $(test_sets)
+    steps/score.sh "$amdir" "$fdata" dev $(test_sets)
     stage_end
   fi
 fi
@@ -180,7 +197,7 @@ if in_stage 7 "export and report"; then
       log "Stage 7: $data/test_sets lists no test set; the report measures dev instead"
       report_sets=dev
     fi
-    steps/report.sh --device "$device" "$amdir" "$lang" "$data" $report_sets
+    steps/report.sh --device "$device" "$amdir" "$lang" "$fdata" $report_sets
     stage_end
   fi
 fi

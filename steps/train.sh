@@ -23,9 +23,10 @@ srun_opts=        # extra srun flags, e.g. "--partition gpu --time 24:00:00 --cp
 rdzv_port=        # rendezvous port on the first node (default: derived from the Slurm job id)
 seed=1
 max_minutes=       # override the config's training time budget
+pretrained=        # pretrained checkpoint (whisper_* configs): overrides the config's pretrained.checkpoint
 model_conf=conf/model_small.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
-_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes model_conf"
+help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--pretrained FILE] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
+_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained model_conf"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
@@ -34,6 +35,7 @@ train=$1; dev=$2; lang=$3; exp_dir=$4
 args=(--model-conf "$model_conf" --train "$train" --dev "$dev" --lang "$lang" --exp-dir "$exp_dir"
       --device "$device" --nj "$nj" --seed "$seed")
 [ -n "$max_minutes" ] && args+=(--max-minutes "$max_minutes")
+[ -n "$pretrained" ] && args+=(--pretrained "$pretrained")
 # tqdm bars only on a terminal: a log file gets the CSV and per-epoch lines instead.
 [ -t 2 ] || args+=(--no-progress)
 mkdir -p "$exp_dir"

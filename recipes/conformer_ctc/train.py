@@ -125,6 +125,7 @@ class FinetuneConfig:
 class TrainConfig:
     model: dict
     arch: str = "conformer_ctc"    # the model family (kocall.models)
+    fbank: str = "conf/fbank.yaml"  # the front end the model declares (run.sh's feature stage uses it)
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -137,7 +138,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict, source: str = "config") -> "TrainConfig":
         if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise KocallError(f"{source}: expected a mapping with a 'model:' section")
-        known = {"arch", "model", "pretrained", "finetune", "optim", "schedule", "batching", "augment", "training"}
+        known = {"arch", "fbank", "model", "pretrained", "finetune", "optim", "schedule", "batching", "augment", "training"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise KocallError(f"{source}: unknown section(s) {unknown}; known: {sorted(known)}")
@@ -151,6 +152,7 @@ class TrainConfig:
             return kind(**values)
 
         cfg = cls(model=dict(raw["model"]), arch=str(raw.get("arch") or "conformer_ctc"),
+                  fbank=str(raw.get("fbank") or "conf/fbank.yaml"),
                   pretrained=section("pretrained", PretrainedConfig), finetune=section("finetune", FinetuneConfig),
                   optim=section("optim", OptimConfig),
                   schedule=section("schedule", ScheduleConfig), batching=section("batching", BatchingConfig),
@@ -500,6 +502,7 @@ class Trainer:
         win = float(self.features_cfg.get("frame_length_ms", 25.0)) / 1000
         # A family whose front end normalises itself (Whisper) gets no CMVN; its model dir
         # carries an identity cmvn.json so that every decoder applies the same rule.
+        self._check_front_end()
         cmvn = load_cmvn_stats(self.cmvn_path) if self.family.uses_cmvn else None
         fbank_cfg = self._fbank_config() if use_wav else None
         encode = self.tokenizer.encode
@@ -521,6 +524,18 @@ class Trainer:
                                         self.opts.seed, 0, shuffle=False)
         self.steps_per_epoch = len(self._epoch_batches(0))
         self.total_steps = self.steps_per_epoch * self.cfg.training.epochs
+
+    def _check_front_end(self) -> None:
+        """The features must come from the front end the model declares (e.g. Whisper's log-mel)."""
+        declared_path = Path(self.cfg.fbank)
+        if not declared_path.is_file():
+            return   # a config used outside the repo root: nothing to compare with
+        declared = yaml.safe_load(declared_path.read_text(encoding="utf-8")) or {}
+        flavour = lambda values: values.get("flavour", "kaldi")  # noqa: E731
+        if flavour(declared) != flavour(self.features_cfg):
+            raise KocallError(f"model config '{self.opts.model_conf}' declares front end '{declared_path}' "
+                              f"({flavour(declared)}) but '{self.fbank_path}' holds {flavour(self.features_cfg)} "
+                              f"features: run the feature stage with --fbank-conf {declared_path}")
 
     def _read_fbank_yaml(self) -> dict:
         if not self.fbank_path.is_file():
