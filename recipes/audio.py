@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kocall.errors import AudioError, where
-from kocall.rxspec import check_rxspec, pipes_allowed  # noqa: F401 (pipes_allowed: re-exported)
+from kocall.rxspec import check_rxspec
 
 PCM_SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # one 25 ms frame at 16 kHz; anything shorter cannot give a feature frame

@@ -19,6 +19,7 @@ from typing import Sequence
 import click
 import numpy as np
 
+from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
 from kocall.hotwords import compile_hotwords
@@ -26,7 +27,6 @@ from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
 log = logging.getLogger(__name__)
-DEVICES = ("cpu", "cuda")
 # The encoder's attention is quadratic in length: a one-hour recording would need tens of GB.
 # Call-centre queries last seconds; longer audio must be split (e.g. `sox in.wav out.wav trim 0 60`).
 MAX_DECODE_SECONDS = 120.0

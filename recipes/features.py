@@ -38,6 +38,7 @@ from typing import Union
 import click
 import numpy as np
 
+from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import atomic_write, default_mode, read_table, remove_stale_temps, temp_prefix
 from kocall.rxspec import allow_pipes_option
@@ -45,7 +46,6 @@ from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 
 FbankLike = Union[FbankConfig, Mapping, str, os.PathLike]
 
-DEVICES = ("cpu", "cuda")
 CMVN_STD_FLOOR = 1e-2    # nats; a (near-)constant band is not blown up by 1/std
 BATCH_UTTS = 64          # utterances per compute_fbank call
 BATCH_SAMPLES = 1 << 23  # padded samples per call (32 MiB of float32)

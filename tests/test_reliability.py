@@ -235,7 +235,8 @@ def test_a_stage_that_runs_invalidates_every_marker_after_it(toy_recipe) -> None
     assert run().returncode == 0 and ran() == []
 
 
-@pytest.mark.parametrize("args", [["--stage", "one"], ["--stop-stage", "4x"], ["--stage=-1"], ["--stage", ""]])
+@pytest.mark.parametrize("args", [["--stage", "one"], ["--stop-stage", "4x"], ["--stage=-1"], ["--stage", ""],
+                                  ["--stop-stage", "99999999999999999999"]])
 def test_non_numeric_stage_stops_the_run(toy_recipe, args) -> None:
     _, run, ran = toy_recipe
     result = run(*args)
@@ -690,3 +691,15 @@ def test_broken_symlink_in_a_hashed_corpus_is_not_a_crash(tmp_path: Path) -> Non
     (tmp_path / "c" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
     result = run_kocall("stamp", "hash", str(tmp_path / "c"))
     assert result.exit_code == 0 and len(result.output.strip()) == 40
+
+
+def test_stage_7_without_test_sets_reports_dev(tmp_path: Path) -> None:
+    data, exp = tmp_path / "d", tmp_path / "e"
+    (data / "dev").mkdir(parents=True)
+    (data / "test_sets").write_text("")
+    result = subprocess.run([str(REPO / "run.sh"), "--setup", "false", "--data", str(data), "--exp", str(exp),
+                             "--stage", "7", "--stop-stage", "7"], capture_output=True, text=True, timeout=300)
+    assert "lists no test set; the report measures dev instead" in result.stderr
+    assert "Usage:" not in result.stderr                # not the bare usage line of steps/report.sh
+    assert result.returncode != 0                        # no model here: export says so in one line
+    assert "Error:" in result.stderr and "Traceback" not in result.stderr

@@ -21,7 +21,7 @@
 log() { echo "$(date '+%F %T') [$(basename "$0")] $*" >&2; }
 
 for _kocall_v in stage stop_stage; do
-  if ! [[ "${!_kocall_v}" =~ ^[0-9]+$ ]]; then
+  if ! [[ "${!_kocall_v}" =~ ^[0-9]{1,9}$ ]]; then   # 20 digits would overflow bash's test
     echo "$0: --${_kocall_v//_/-} must be a stage number (0, 1, 2, ...), not '${!_kocall_v}'" >&2
     exit 1
   fi
