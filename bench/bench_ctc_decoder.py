@@ -26,6 +26,17 @@ Posteriors
     A weak model's flat posteriors (hundreds of tokens a frame above the floor) make
     pyctcdecode very slow: add --no-peers, or --alpha X to skip the tuning grid.
 
+Hotwords (--hotword-counts, default 0 100 1000 10000): ours at beam --hotword-beam with a
+  hotwords ContextGraph of that many phrases (0: no graph), on the same test posteriors:
+  utterances/s on 1 thread and its ratio to no hotwords (the target: under 10 % slower at
+  1,000 phrases on the CPU), the graph's states, and CER (the phrases are not the test's
+  words, so CER shows what a list of unrelated names costs). Phrases: half are 2-4 unit
+  windows of LM-text sentences (frequent syllable sequences: hypotheses enter and abandon
+  partial matches all the time, the automaton's worst case), half random 2-5 syllable
+  strings; per-unit bonus --hotword-weight. Timings alternate between the counts over
+  --repeats rounds (best of each), so load from other work hits every row alike. GPU rows
+  (batch 256) where a CUDA device is available.
+
 Decoders, and how the same semantics are expressed in each API
   ours      kocall_kernels.ctc_decoder.cpu (numba), 1 thread and all numba threads (utterances
             in parallel; the peers decode one utterance at a time on one thread);
@@ -69,7 +80,7 @@ Decoders, and how the same semantics are expressed in each API
 
     .venv/bin/python bench/bench_ctc_decoder.py [--utts 200] [--error-rate 0.12] [--alpha tune|X]
         [--beta 0] [--order 6] [--text FILE...] [--gpu auto|yes|no] [--gpu-batches 1 32 256]
-        [--no-peers] [--pruning same|fast] [--json FILE]
+        [--no-peers] [--pruning same|fast] [--json FILE] [--hotword-counts 0 100 1000 10000]
         [--posteriors-from MODEL_DIR DATA_DIR --lm LANG/lm/lm.arpa]
 """
 from __future__ import annotations
@@ -385,6 +396,115 @@ class Flashlight:
         return secs, [tokenizer.decode(p) for p in paths]
 
 
+# --------------------------------------------------------------------------- hotwords
+def hotword_phrases(tokenizer, texts: list[str], count: int, weight: float, seed: int) -> list[tuple[list[int], float]]:
+    """`count` distinct phrases (see the docstring): windows of `texts` and random syllable strings."""
+    rng = np.random.default_rng(seed)
+    syllables = [i for i, s in enumerate(tokenizer.symbols) if "가" <= s <= "힣"]
+    encoded = [[t for t in tokenizer.encode(text) if t != tokenizer.space_id] for text in texts]
+    encoded = [e for e in encoded if len(e) >= 4]
+    seen: set[tuple[int, ...]] = set()
+    out: list[tuple[list[int], float]] = []
+    draws = 0
+    while len(out) < count:
+        draws += 1
+        if draws % 2:
+            sent = encoded[int(rng.integers(len(encoded)))]
+            n = int(rng.integers(2, 5))
+            start = int(rng.integers(0, len(sent) - n + 1))
+            phrase = tuple(sent[start:start + n])
+        else:
+            phrase = tuple(int(x) for x in rng.choice(syllables, size=int(rng.integers(2, 6))))
+        if phrase not in seen:
+            seen.add(phrase)
+            out.append((list(phrase), weight))
+    return out
+
+
+def run_hotwords(lp, lens, refs, tables, tokenizer, lm_texts: list[str], args, alpha: float) -> list[dict]:
+    import numba
+
+    from kocall_kernels.ctc_decoder import DecoderConfig, cpu
+    from kocall_kernels.ctc_decoder.context_graph import ContextGraph
+
+    cfg = DecoderConfig(beam=args.hotword_beam, token_topk=args.topk, token_min_logp=args.min_logp, lm_weight=alpha,
+                        word_bonus=args.beta, bonus_token=-1)
+    graphs = {c: (ContextGraph.build(hotword_phrases(tokenizer, lm_texts, c, args.hotword_weight, args.seed),
+                                     len(tokenizer)) if c else None) for c in args.hotword_counts}
+    n = lp.shape[0]
+    audio = float(lens.sum()) * FRAME_S
+    numba.set_num_threads(1)
+    best = {c: math.inf for c in graphs}
+    hyps: dict[int, list] = {}
+    for c, graph in graphs.items():
+        hyps[c] = cpu.decode_batch(lp, lens, cfg, tables, graph)  # compile / warm
+    for _ in range(max(args.repeats, 5)):  # alternate the counts: machine load hits every row alike
+        for c, graph in graphs.items():
+            t0 = time.perf_counter()
+            cpu.decode_batch(lp, lens, cfg, tables, graph)
+            best[c] = min(best[c], time.perf_counter() - t0)
+    base = graphs and min(graphs)
+    print(f"\n# hotwords: ours CPU 1 thread, beam {cfg.beam}, alpha {alpha:g}, per-unit bonus "
+          f"{args.hotword_weight:g}; best of {max(args.repeats, 5)} alternating passes")
+    print("| phrases | graph states | graph KB | CER % | utt/s | x real time | vs no hotwords |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for c, graph in graphs.items():
+        texts = [tokenizer.decode(h[0].tokens) if h else "" for h in hyps[c]]
+        row = {"phrases": c, "states": graph.num_states if graph else 0, "kbytes": graph.nbytes() / 1024 if graph else 0,
+               "cer": cer(refs, texts), "utt_per_s": n / best[c], "x_real_time": audio / best[c],
+               "vs_none": best[base] / best[c], "device": "cpu"}
+        rows.append(row)
+        print(f"| {c:,} | {row['states']:,} | {row['kbytes']:,.0f} | {row['cer']:.2f} | {row['utt_per_s']:,.1f} | "
+              f"{row['x_real_time']:,.0f} | {row['vs_none']:.3f}x |", flush=True)
+    if args.gpu != "no":
+        from numba import cuda
+
+        if cuda.is_available():
+            rows += run_hotwords_gpu(lp, lens, tables, cfg, graphs, args)
+    return rows
+
+
+def run_hotwords_gpu(lp, lens, tables, cfg, graphs, args) -> list[dict]:
+    from numba import cuda
+
+    from kocall_kernels.ctc_decoder import cuda as ctc_cuda
+
+    batch = max(args.gpu_batches)
+    n = lp.shape[0]
+    total = max(n, batch)
+    order = np.arange(total) % n
+    chunks = [order[i: i + batch] for i in range(0, total, batch)]
+    d_chunks = [(cuda.to_device(np.ascontiguousarray(lp[idx, :int(lens[idx].max())])), lens[idx]) for idx in chunks]
+    dev_lm = ctc_cuda.DeviceLM(tables)
+    print(f"\n# hotwords on the GPU ({gpu_name()}): batch {batch}, beam {cfg.beam}")
+    print("| phrases | utt/s | vs no hotwords | same as CPU |")
+    print("|---|---|---|---|")
+    rows, base = [], None
+    for c, graph in graphs.items():
+        dev_ctx = ctc_cuda.DeviceContext(graph)
+
+        def go():
+            out = []
+            for d_lp, blens in d_chunks:
+                out += ctc_cuda.decode_batch(d_lp, blens, cfg, device_lm=dev_lm, device_context=dev_ctx)
+            cuda.synchronize()
+            return out
+
+        go()  # compile / warm
+        secs, hyps = best_time(go, args.repeats)
+        from kocall_kernels.ctc_decoder import cpu
+
+        want = cpu.decode_batch(lp, lens, cfg, tables, graph)
+        same = [h[0].tokens if h else [] for h in hyps[:n]] == [h[0].tokens if h else [] for h in want]
+        base = secs if base is None else base
+        row = {"phrases": c, "utt_per_s": total / secs, "vs_none": base / secs, "same_as_cpu": same,
+               "device": gpu_name()}
+        rows.append(row)
+        print(f"| {c:,} | {row['utt_per_s']:,.1f} | {row['vs_none']:.3f}x | {'yes' if same else 'NO'} |", flush=True)
+    return rows
+
+
 # --------------------------------------------------------------------------- GPU
 def run_gpu(lp, lens, refs, tables, tokenizer, args, alpha: float, cpu_hyps) -> list[dict]:
     from numba import cuda
@@ -479,6 +599,10 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="GPU table only (ours on the CPU still gives "
                         "the reference hypotheses)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--hotword-counts", type=int, nargs="*", default=[0, 100, 1000, 10000],
+                        help="hotword list sizes to time (none: skip the hotword table)")
+    parser.add_argument("--hotword-beam", type=int, default=16)
+    parser.add_argument("--hotword-weight", type=float, default=1.5, help="per-unit hotword bonus (ln)")
     args = parser.parse_args()
     prune = PRUNING[args.pruning]
     args.topk = prune["topk"] if args.topk is None else args.topk
@@ -627,9 +751,14 @@ def main() -> None:
             sys.exit("bench_ctc_decoder: --gpu yes but no CUDA device is available")
         else:
             print("\n# GPU: skipped (no CUDA device available)")
+    hotword_rows: list[dict] = []
+    if args.hotword_counts:
+        hotword_texts = lm_texts if not args.posteriors_from else refs
+        hotword_rows = run_hotwords(lp, lens, refs, tables, tokenizer, hotword_texts, args, families["ours"].alpha)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**info, "cpu_rows": rows, "gpu_rows": gpu_rows}, indent=1,
+        args.json.write_text(json.dumps({**info, "cpu_rows": rows, "gpu_rows": gpu_rows,
+                                         "hotword_rows": hotword_rows}, indent=1,
                                         ensure_ascii=False) + "\n", encoding="utf-8")
 
 

@@ -88,8 +88,8 @@ def test_compile_over_the_model_units(char_model, tmp_path: Path) -> None:
     path.write_text("가나다 :2\n나다\n가 나\n", encoding="utf-8")
     graph = compile_hotwords(path, char_model["tokenizer"], 0.5)
     want = ContextGraph.build([([3, 4, 5], 2.0), ([4, 5], 0.5), ([3, 1, 4], 0.5)], VOCAB)
-    for name in ("state_arc_start", "arc_token", "arc_next_state", "state_fail", "state_score", "state_output",
-                 "root_next"):
+    for name in ("state_arc_start", "arc_token", "arc_next_state", "state_fail", "state_score", "state_chain_mask",
+                 "state_output", "root_next"):
         assert (getattr(graph, name) == getattr(want, name)).all(), name
 
 

@@ -25,13 +25,17 @@ Tables (state 0 is the root; states are numbered breadth-first):
     arc_next_state  [A]   int32   child state
     state_fail      [S]   int32   failure link: the longest proper suffix that is a trie node
     state_score     [S]   float32 bonus held at this node (sum of the unit bonuses from the root)
+    state_chain_mask[S]   uint64  bit (token & 63) set for every arc token of the node and of the
+                                  non-root nodes on its failure chain: a clear bit means the walk
+                                  would end at the root, so the step goes there at once
     state_output    [S]   float32 full bonus of the phrases that end here (suffix phrases included)
     root_next       [V]   int32   the root's goto densely (0 where no phrase starts with the unit)
 
 A step `context_step(tables..., state, token) -> (bonus, next_state)` walks the failure links
 (each a binary search over the node's arcs) until a node has the token or the root is
 reached, where `root_next` answers in one load; bonus = state_score[next] - state_score[state]
-+ state_output[next]. `context_step_py` is written once in the Python subset that both
++ state_output[next]. Most steps fail all the way to the root: `state_chain_mask` says so in
+one load and skips the walk. `context_step_py` is written once in the Python subset that both
 `numba.njit` (CPU twin) and `numba.cuda.jit(device=True)` compile.
 
 A unit shared by several phrases (a common prefix) earns the largest of their bonuses.
@@ -51,16 +55,18 @@ ARRAY_DTYPES: tuple[tuple[str, type], ...] = (
     ("arc_next_state", np.int32),
     ("state_fail", np.int32),
     ("state_score", np.float32),
+    ("state_chain_mask", np.uint64),
     ("state_output", np.float32),
     ("root_next", np.int32),
 )
 
 
-def context_step_py(state_arc_start, arc_token, arc_next_state, state_fail, state_score, state_output, root_next,
-                    state, token):
+def context_step_py(state_arc_start, arc_token, arc_next_state, state_fail, state_score, state_chain_mask,
+                    state_output, root_next, state, token):
     """(bonus, next state) after `token` in context state `state` (see the module docstring)."""
     s = state
-    nxt = -1
+    if (state_chain_mask[state] >> np.uint64(token & 63)) & np.uint64(1) == 0:
+        s = 0  # no node on the failure chain has an arc with this token: straight to the root
     while s != 0:
         lo = state_arc_start[s]
         end = state_arc_start[s + 1]
@@ -73,15 +79,13 @@ def context_step_py(state_arc_start, arc_token, arc_next_state, state_fail, stat
                 hi = mid
         if lo < end and arc_token[lo] == token:
             nxt = arc_next_state[lo]
-            break
+            return np.float64(state_score[nxt]) - np.float64(state_score[state]) + np.float64(state_output[nxt]), nxt
         s = state_fail[s]
-    if nxt < 0:
-        nxt = root_next[token]
-    bonus = np.float64(state_score[nxt]) - np.float64(state_score[state]) + np.float64(state_output[nxt])
-    return bonus, nxt
+    nxt = root_next[token]
+    return np.float64(state_score[nxt]) - np.float64(state_score[state]) + np.float64(state_output[nxt]), nxt
 
 
-context_step = njit(cache=True, nogil=True)(context_step_py)
+context_step = njit(cache=True, nogil=True, inline="always")(context_step_py)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class ContextGraph:
     arc_next_state: np.ndarray
     state_fail: np.ndarray
     state_score: np.ndarray
+    state_chain_mask: np.ndarray
     state_output: np.ndarray
     root_next: np.ndarray
     num_phrases: int = 0
@@ -108,7 +113,7 @@ class ContextGraph:
         return int(self.root_next.shape[0])
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """The seven arrays in the argument order of `context_step` / the decoders."""
+        """The eight arrays in the argument order of `context_step` / the decoders."""
         return tuple(getattr(self, name) for name, _ in ARRAY_DTYPES)
 
     def nbytes(self) -> int:
@@ -197,13 +202,20 @@ class ContextGraph:
         root_next = np.zeros(vocab_size, np.int32)
         for token, child in children[0].items():
             root_next[token] = new_id[child]
+        chain_mask = np.zeros(n, np.uint64)
+        for s in range(1, n):  # breadth first: the failure target's mask is complete
+            own = 0
+            for token in children[order[s]]:
+                own |= 1 << (token & 63)
+            chain_mask[s] = np.uint64(own) | chain_mask[fail[s]]
         return cls(arc_start, np.array(arc_token, np.int32), np.array(arc_next, np.int32), fail,
-                   score.astype(np.float32), output.astype(np.float32), root_next, num_phrases=len(phrases))
+                   score.astype(np.float32), chain_mask, output.astype(np.float32), root_next,
+                   num_phrases=len(phrases))
 
 
 def context_arrays(graph: ContextGraph | None) -> tuple:
-    """(use_context, seven arrays); typed placeholders when there is no graph."""
+    """(use_context, eight arrays); typed placeholders when there is no graph."""
     if graph is None:
         return (False, np.zeros(2, np.int64), np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.int32),
-                np.zeros(1, np.float32), np.zeros(1, np.float32), np.zeros(1, np.int32))
+                np.zeros(1, np.float32), np.zeros(1, np.uint64), np.zeros(1, np.float32), np.zeros(1, np.int32))
     return (True, *graph.arrays())

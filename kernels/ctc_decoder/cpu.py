@@ -62,7 +62,7 @@ def prune_tokens(row: np.ndarray, blank: int, topk: int, min_logp: float, out_id
 @njit(cache=True, nogil=True)
 def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-               use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+               use_ctx, csas, catok, canext, cfail, cscore, cmask, cout, croot,
                out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx):
     """Decode lp[:T] (T, V); write up to nbest hypotheses into the out_* rows; return their count."""
     K = beam
@@ -171,7 +171,11 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
                     c_lm[ci] = b_lm[i]
                     c_state[ci] = b_state[i]
                 if use_ctx:
-                    bonus, cst = context_step(csas, catok, canext, cfail, cscore, cout, croot, b_cst[i], c)
+                    if b_cst[i] == 0:  # most hypotheses sit at the root: its dense row, inline
+                        cst = croot[c]
+                        bonus = np.float64(cscore[cst]) + np.float64(cout[cst])
+                    else:
+                        bonus, cst = context_step(csas, catok, canext, cfail, cscore, cmask, cout, croot, b_cst[i], c)
                     c_ctx[ci] = b_ctx[i] + bonus
                     c_cst[ci] = cst
                 else:
@@ -293,12 +297,12 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
 @njit(cache=True, parallel=True)
 def decode_batch_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                         use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                        use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                        use_ctx, csas, catok, canext, cfail, cscore, cmask, cout, croot,
                         out_tokens, out_frames, out_len, out_score, out_am, out_lm, out_ctx, out_count):
     for b in prange(log_probs.shape[0]):
         out_count[b] = decode_one(log_probs[b], lens[b], beam, topk, min_logp, alpha_ln, beta, bonus_token, blank,
                                   nbest, use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                                  use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                                  use_ctx, csas, catok, canext, cfail, cscore, cmask, cout, croot,
                                   out_tokens[b], out_frames[b], out_len[b], out_score[b], out_am[b], out_lm[b],
                                   out_ctx[b])
 

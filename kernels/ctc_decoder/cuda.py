@@ -60,7 +60,7 @@ def _better(score1, hash1, score2, hash2):
 @cuda.jit
 def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, nbest,
                         use_lm, sas, atok, alp, anext, bow, bto, bos_state, eos_id,
-                        use_ctx, csas, catok, canext, cfail, cscore, cout, croot,
+                        use_ctx, csas, catok, canext, cfail, cscore, cmask, cout, croot,
                         bh, bph, blen, blast, bpb, bpnb, bstate, blm, bcount, bnode, bcst, bctx,
                         cpb, cpnb, ctotal, chash, cstate, clm, cvalid, ccst, cctx,
                         tok_ids, merge_into, sel, node_parent, node_token, node_frame,
@@ -167,7 +167,7 @@ def _beam_search_kernel(log_probs, lens, beam, topk, min_logp, alpha_ln, beta, b
                 clm[u, ci] = lm
                 ctx = bctx[u, cur, i]
                 if use_ctx:
-                    bonus, cst = context_step_device(csas, catok, canext, cfail, cscore, cout, croot,
+                    bonus, cst = context_step_device(csas, catok, canext, cfail, cscore, cmask, cout, croot,
                                                      bcst[u, cur, i], c)
                     ctx += bonus
                     ccst[u, ci] = cst

@@ -32,10 +32,12 @@ def random_phrases(seed: int, n: int = 8, vocab: int = V) -> list[tuple[list[int
     return phrases
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_tables_step_like_the_reference(seed):
-    phrases = random_phrases(seed)
-    graph = ContextGraph.build(phrases, V)
+@pytest.mark.parametrize("seed,vocab", [(s, V) for s in range(12)] + [(s, 300) for s in range(4)])
+def test_tables_step_like_the_reference(seed, vocab):
+    """vocab 300: unit ids share bits of the 64-bit chain mask (token & 63), so the shortcut's
+    false positives are exercised too."""
+    phrases = random_phrases(seed, n=8 if vocab == V else 60, vocab=vocab)
+    graph = ContextGraph.build(phrases, vocab)
     ref = ReferenceContext(phrases)
     rng = np.random.default_rng(100 + seed)
     # Walks that follow phrases most of the time (so matches complete and fail), else random.
@@ -45,7 +47,7 @@ def test_tables_step_like_the_reference(seed):
             if rng.random() < 0.7:
                 seq += phrases[int(rng.integers(len(phrases)))][0][: int(rng.integers(1, 6))]
             else:
-                seq.append(int(rng.integers(1, V)))
+                seq.append(int(rng.integers(1, vocab)))
         s_graph = s_ref = 0
         total_graph = total_ref = 0.0
         for token in seq:
@@ -134,6 +136,11 @@ def test_tables_layout():
         assert np.all(np.diff(tokens) > 0)
         assert np.all(graph.arc_next_state[start[s]:start[s + 1]] > s)   # breadth-first numbering
         assert graph.state_fail[s] < max(s, 1)                           # shorter suffix, earlier state
+        chain, f = set(), s  # the mask covers the arcs of the node and of its failure chain
+        while f != 0:
+            chain |= {int(t) & 63 for t in graph.arc_token[start[f]:start[f + 1]]}
+            f = graph.state_fail[f]
+        assert int(graph.state_chain_mask[s]) == sum(1 << b for b in chain)
     root = {int(t): int(n) for t, n in zip(graph.arc_token[start[0]:start[1]], graph.arc_next_state[start[0]:start[1]])}
     assert {t: int(graph.root_next[t]) for t in range(V) if graph.root_next[t]} == root
 
