@@ -375,7 +375,7 @@ def last_output_line(log: Path) -> str:
     except OSError:
         return "no log"
     body = [line for line in lines if line.strip() and not line.startswith("# ") and line != "#"]
-    return body[-1].strip() if body else "no output"
+    return body[-1].strip().removeprefix("Error: ") if body else "no output"
 
 
 def _on_path(program: str) -> bool:
