@@ -161,7 +161,8 @@ def test_feature_jobs_equal_the_in_process_stage_and_a_failed_job_leaves_no_feat
 
 
 # ------------------------------------------------------------------ corpus rendering
-def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path, cmd: str) -> None:
+def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path) -> None:
+    """Through run.pl (slurm.pl runs the same dispatch: the feature and decode tests cover it)."""
     import hashlib
 
     from kocall.synth.generate import SynthConfig, generate_corpus
@@ -177,7 +178,7 @@ def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path, cmd: str) -> No
                 for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("stats")}
 
     stats_here = generate_corpus(tmp_path / "here", cfg, nj=1)
-    stats_jobs = generate_corpus(tmp_path / "jobs", cfg, nj=2, cmd=cmd)
+    stats_jobs = generate_corpus(tmp_path / "jobs", cfg, nj=2, cmd="run.pl")
     here = digests(tmp_path / "here")
     assert sum(name.endswith(".wav") for name in here) >= 6
     assert digests(tmp_path / "jobs") == here
@@ -186,7 +187,8 @@ def test_synth_corpus_jobs_render_the_same_files(tmp_path: Path, cmd: str) -> No
     assert [job_outcome(tmp_path / "log" / "jobs" / f"render.{j}.log") for j in (1, 2)] == [0, 0]
 
 
-def test_shared_ko_channel_jobs_equal_the_in_process_run_and_name_a_failed_job(tmp_path: Path, cmd: str) -> None:
+def test_shared_ko_channel_jobs_equal_the_in_process_run_and_name_a_failed_job(tmp_path: Path) -> None:
+    """Through run.pl (slurm.pl runs the same dispatch: the feature and decode tests cover it)."""
     import hashlib
 
     from kocall.corpora.shared_ko import prepare_shared_ko
@@ -204,13 +206,13 @@ def test_shared_ko_channel_jobs_equal_the_in_process_run_and_name_a_failed_job(t
 
     here = prepare("here", 1, None)
     assert len(here[1]) >= 10
-    assert prepare("jobs", 2, cmd) == here
+    assert prepare("jobs", 2, "run.pl") == here
     assert not [p for p in (tmp_path / "jobs").iterdir() if p.name.startswith(".channel_jobs")]
 
     bad = corpus / "corpora" / "deeply_read_ko" / "audio" / "de10.wav"
     bad.write_bytes(b"RIFF not audio")
     with pytest.raises(KocallError) as err:
-        prepare("failed", 2, cmd)
+        prepare("failed", 2, "run.pl")
     message = err.value.format_message()
     assert "of 2 failed (exit code 1)" in message and "utterance 'db-de10'" in message and str(bad) in message
     assert "(log: " + str(tmp_path / "failed" / "log" / "channel.") in message
