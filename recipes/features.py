@@ -567,19 +567,24 @@ def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: 
 
 
 @click.command("fbank")
-@click.option("--conf", default="conf/fbank.yaml", show_default=True, type=click.Path(dir_okay=False),
-              help="fbank yaml")
+@click.option("--conf", default=None, type=click.Path(dir_okay=False),
+              help="fbank yaml (default conf/fbank.yaml; e.g. conf/fbank_whisper.yaml)")
+@click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
+              help="a model dir: use the front end it declares (its fbank.yaml) instead of --conf")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES))
 @click.option("--scp", default=None, type=click.Path(dir_okay=False), help="a wav.scp instead of WAV files")
 @click.option("--out", required=True, type=click.Path(),
               help="X.ark or X.scp: kaldiio ark + scp; X.npy: one input; else a directory of <utt>.npy")
 @allow_pipes_option
 @click.argument("wavs", nargs=-1, type=click.Path(dir_okay=False))
-def fbank_cmd(conf: str, device: str, scp: str | None, out: str, wavs: tuple[str, ...]) -> None:
+def fbank_cmd(conf: str | None, model_dir: str | None, device: str, scp: str | None, out: str,
+              wavs: tuple[str, ...]) -> None:
     """Log-mel features of WAV files (utterance id = file stem) or of a wav.scp."""
     from kocall.progress import progress_bar
 
-    cfg = load_fbank_config(conf)
+    if conf and model_dir:
+        raise KocallError("give --conf or --model, not both (a model dir declares its own front end)")
+    cfg = model_fbank_config(Path(model_dir)) if model_dir else load_fbank_config(conf or "conf/fbank.yaml")
     backend = _check_device(device)
     utts = _wav_inputs(wavs, scp)
     target = Path(out)

@@ -263,3 +263,34 @@ def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, fin
         assert not torch.equal(saved["encoder.blocks.1.mlp.0.weight"], state["encoder.blocks.1.mlp.0.weight"].float())
         assert sorted(p.name for p in (tmp_path / "exp" / "cache").iterdir()) == [
             "dev-view0.pt", "train-view0.pt", "train-view1.pt"]
+
+
+def test_kocall_fbank_uses_the_front_end_a_model_declares(tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from kocall.audio import write_wav
+    from kocall.cli import main
+    from kocall.features import load_fbank_config, wav_to_fbank
+
+    repo = Path(__file__).resolve().parents[1]
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copyfile(repo / "conf" / "fbank_whisper.yaml", model_dir / "fbank.yaml")
+    rng = np.random.default_rng(0)
+    samples = (rng.standard_normal(8000 * 2) * 2000).astype(np.float32)   # 2 s at 8 kHz
+    write_wav(tmp_path / "utt1.wav", samples, 8000)
+    result = CliRunner().invoke(main, ["fbank", "--model", str(model_dir), "--out", str(tmp_path / "f.npy"),
+                                       str(tmp_path / "utt1.wav")])
+    assert result.exit_code == 0, result.output
+    feats = np.load(tmp_path / "f.npy")
+    from kocall.audio import load_audio
+
+    stored, rate = load_audio(str(tmp_path / "utt1.wav"), "utt1")   # the int16 file as the command reads it
+    expected = wav_to_fbank(stored, rate, load_fbank_config(repo / "conf" / "fbank_whisper.yaml"))
+    assert feats.shape == (200, 80)                     # 16 kHz after resampling, 10 ms hop
+    assert np.allclose(feats, expected, atol=1e-6)
+    both = CliRunner().invoke(main, ["fbank", "--model", str(model_dir), "--conf", "conf/fbank.yaml",
+                                     "--out", str(tmp_path / "g.npy"), str(tmp_path / "utt1.wav")])
+    assert both.exit_code != 0 and "not both" in both.output
