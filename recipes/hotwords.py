@@ -118,7 +118,8 @@ class HotwordCounts:
         return 100.0 * self.recognised / self.occurrences if self.occurrences else float("nan")
 
     def summary(self) -> str:
-        return (f"hotword recall {self.recall:.2f} ({self.recognised}/{self.occurrences}) | "
+        recall = f"{self.recall:.2f}" if self.occurrences else "-"
+        return (f"hotword recall {recall} ({self.recognised}/{self.occurrences}) | "
                 f"false alarms {self.false_alarms} | phrases {self.phrases}")
 
 
@@ -164,7 +165,7 @@ def hotword_table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         weight = "-" if r["hotword_weight"] is None else f"{r['hotword_weight']:g}"
+        recall = f"{r['hotword_recall']:.2f}" if r["hotword_occurrences"] else "-"
         lines.append(f"| {r['set']} | {r['decoder']} | {r['hotwords']} | {r['hotword_phrases']} | {weight} | "
-                     f"{r['hotword_occurrences']} | {r['hotword_recall']:.2f} | {r['hotword_false_alarms']} | "
-                     f"{r['crr']:.2f} |")
+                     f"{r['hotword_occurrences']} | {recall} | {r['hotword_false_alarms']} | {r['crr']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -270,7 +270,7 @@ def score_decodes(amdir: str | os.PathLike, data: str | os.PathLike, sets: list[
 def score_decodes_cmd(amdir: str, data: str, sets: tuple[str, ...]) -> None:
     """Score AMDIR/decode_<set>_*/hyp.txt against DATA/<set>/text; write AMDIR/RESULTS.md."""
     for row in score_decodes(amdir, data, list(sets)):
-        click.echo(f"{row['set']:>12} {row['decoder']:<12} CRR {row['crr']:.2f} | CER {row['cer']:.2f} | "
+        click.echo(f"{row['set']:>13} {row['decoder']:<13} CRR {row['crr']:.2f} | CER {row['cer']:.2f} | "
                    f"WER {row['wer']:.2f}" + (f" | {row['hotword_summary']}" if row.get("hotwords") else ""))
 
 

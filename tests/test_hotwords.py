@@ -210,3 +210,9 @@ def test_hotword_counts_by_hand() -> None:
     # u3: two false alarms
     assert (counts.occurrences, counts.recognised, counts.false_alarms, counts.phrases) == (3, 1, 3, 3)
     assert counts.recall == pytest.approx(100 / 3)
+
+
+def test_no_occurrences_reads_as_no_recall() -> None:
+    counts = hotword_counts({"u1": "네"}, {"u1": "명동점"}, ["명동점"])
+    assert (counts.occurrences, counts.false_alarms) == (0, 1)
+    assert counts.summary() == "hotword recall - (0/0) | false alarms 1 | phrases 1"
