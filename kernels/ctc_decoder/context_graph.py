@@ -49,6 +49,8 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
+from kocall_kernels.ngram.cpu import find_arc
+
 ARRAY_DTYPES: tuple[tuple[str, type], ...] = (
     ("state_arc_start", np.int64),
     ("arc_token", np.int32),
@@ -68,17 +70,9 @@ def context_step_py(state_arc_start, arc_token, arc_next_state, state_fail, stat
     if (state_chain_mask[state] >> np.uint64(token & 63)) & np.uint64(1) == 0:
         s = 0  # no node on the failure chain has an arc with this token: straight to the root
     while s != 0:
-        lo = state_arc_start[s]
-        end = state_arc_start[s + 1]
-        hi = end
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if arc_token[mid] < token:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < end and arc_token[lo] == token:
-            nxt = arc_next_state[lo]
+        arc = find_arc(state_arc_start, arc_token, s, token)
+        if arc >= 0:
+            nxt = arc_next_state[arc]
             return np.float64(state_score[nxt]) - np.float64(state_score[state]) + np.float64(state_output[nxt]), nxt
         s = state_fail[s]
     nxt = root_next[token]

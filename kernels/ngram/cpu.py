@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from kocall_kernels.ngram.tables import NgramTables
 
 # What a query for a token the root lacks returns (cannot happen for valid tables:
 # the root holds every token 1..V; blank (0) must never be queried).
 MISSING_LOGPROB = np.float32(-np.inf)
+
+
+@register_jitable(inline="always")
+def find_arc(state_arc_start, arc_token, state, token):
+    """Index of `state`'s arc with `token` in CSR tables (tokens ascending within a state), or -1.
+    Callable from njit and CUDA device code alike (the n-gram and the hotword tables use it)."""
+    lo = state_arc_start[state]
+    end = state_arc_start[state + 1]
+    hi = end
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if arc_token[mid] < token:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < end and arc_token[lo] == token:
+        return lo
+    return -1
 
 
 def lm_score_py(state_arc_start, arc_token, arc_logprob, arc_next_state,
@@ -23,17 +42,9 @@ def lm_score_py(state_arc_start, arc_token, arc_logprob, arc_next_state,
     backoff = np.float32(0.0)
     s = state
     while True:
-        lo = state_arc_start[s]
-        end = state_arc_start[s + 1]
-        hi = end
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if arc_token[mid] < token:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < end and arc_token[lo] == token:
-            return backoff + arc_logprob[lo], arc_next_state[lo]
+        arc = find_arc(state_arc_start, arc_token, s, token)
+        if arc >= 0:
+            return backoff + arc_logprob[arc], arc_next_state[arc]
         if s == 0:
             return backoff + np.float32(-np.inf), np.int32(0)
         backoff += state_backoff_weight[s]
