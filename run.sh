@@ -50,6 +50,10 @@ done
 for v in data exp model_size unit; do
   [ -n "${!v}" ] || { echo "$0: --${v//_/-} must not be empty" >&2; exit 1; }
 done
+for v in model_size model unit; do  # they name files and dirs ($exp/<model>_<unit> is removed by --force)
+  [[ "${!v}" =~ ^([A-Za-z0-9_][A-Za-z0-9_.-]*)?$ ]] || {
+    echo "$0: --${v//_/-} must be a plain name (letters, digits, '_', '-', '.'), not '${!v}'" >&2; exit 1; }
+done
 
 if [ "$setup" = true ]; then utils/setup_env.sh; fi
 . ./path.sh

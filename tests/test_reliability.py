@@ -270,7 +270,8 @@ def test_run_sh_bad_values_stop_before_any_work(tmp_path: Path) -> None:
     for args, message in ((["--stage", "x"], "must be a stage number"), (["--nj", "0"], "--nj must be at least 1"),
                           (["--nj", "two"], "whole number"), (["--data", ""], "--data must not be empty"),
                           (["--PATH", "/tmp"], "invalid option --PATH"), (["--seed", "1" * 30], "--seed must be below"),
-                          (["--corpus", "kaldi", "--corpus-dir", str(tmp_path / "e")], "are the same directory")):
+                          (["--corpus", "kaldi", "--corpus-dir", str(tmp_path / "e")], "are the same directory"),
+                          (["--model", "../../x"], "must be a plain name"), (["--unit", "a/b"], "must be a plain name")):
         result = subprocess.run([str(REPO / "run.sh"), "--setup", "false", "--data", str(tmp_path / "d"),
                                  "--exp", str(tmp_path / "e"), *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 1, (args, result.stderr)
