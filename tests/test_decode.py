@@ -229,13 +229,20 @@ def test_bad_audio_exit_status_of_the_real_command(setup, tmp_path: Path) -> Non
 
 # ------------------------------------------------------------------ 4. the decode stage
 
+def stage_layout(root: Path, model_dir: Path, lm: Path) -> tuple[Path, Path, Path]:
+    """(AMDIR, LANG, DATA) under root as the decode stage reads them: AMDIR/final is a copy of
+    model_dir, LANG holds its tokens.txt and lm/lm.arpa; DATA is left to the caller."""
+    amdir, lang, data = root / "am", root / "lang", root / "data"
+    shutil.copytree(model_dir, amdir / "final")
+    (lang / "lm").mkdir(parents=True)
+    shutil.copyfile(model_dir / "tokens.txt", lang / "tokens.txt")
+    shutil.copyfile(lm, lang / "lm" / "lm.arpa")
+    return amdir, lang, data
+
+
 def test_decode_stage_picks_the_lowest_dev_cer_and_applies_it(setup, tmp_path: Path, caplog) -> None:
     tok, tables = setup["tokenizer"], setup["tables"]
-    amdir, lang, data = tmp_path / "am", tmp_path / "lang", tmp_path / "data"
-    shutil.copytree(setup["model"], amdir / "final")
-    (lang / "lm").mkdir(parents=True)
-    shutil.copyfile(setup["model"] / "tokens.txt", lang / "tokens.txt")
-    shutil.copyfile(setup["lm"], lang / "lm" / "lm.arpa")
+    amdir, lang, data = stage_layout(tmp_path, setup["model"], setup["lm"])
     conf = tmp_path / "decode.yaml"
     conf.write_text(yaml.safe_dump({"beam": 2, "grid": {"beam": 2, "lm_weight": [0.0, 0.5], "word_bonus": [0.0, 1.0]}}))
     dev_ids, test_ids = ["spk-a", "spk-b", "spk-c"], ["spk-b", "spk-d"]

@@ -26,7 +26,8 @@ from kocall.scoring import score_decodes
 from kocall_kernels.ctc_decoder import DecoderConfig
 from kocall_kernels.ctc_decoder.context_graph import ContextGraph
 from kocall_kernels.ngram.tables import NgramTables
-from tests.test_decode import MIN_LOGP, TOPK, UTTS, invoke, read_kaldi_text, setup, write_bigram_arpa  # noqa: F401
+from tests.test_decode import (MIN_LOGP, TOPK, UTTS, invoke, read_kaldi_text, setup,  # noqa: F401
+                               stage_layout, write_bigram_arpa)
 from tests.test_export import VOCAB
 
 # Single-character units for the tiny model of tests/test_decode.py (its weights do not care
@@ -143,11 +144,7 @@ def test_cli_hotwords_match_the_cpu_decoder(setup, char_model, tmp_path: Path) -
 
 def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
     tok = char_model["tokenizer"]
-    amdir, lang, data = tmp_path / "am", tmp_path / "lang", tmp_path / "data"
-    shutil.copytree(char_model["model"], amdir / "final")
-    (lang / "lm").mkdir(parents=True)
-    shutil.copyfile(char_model["model"] / "tokens.txt", lang / "tokens.txt")
-    shutil.copyfile(char_model["lm"], lang / "lm" / "lm.arpa")
+    amdir, lang, data = stage_layout(tmp_path, char_model["model"], char_model["lm"])
     conf = tmp_path / "decode.yaml"
     conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 2.0,
                                     "grid": {"beam": 3, "lm_weight": [0.5], "word_bonus": [0.5]}}))
