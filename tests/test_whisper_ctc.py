@@ -195,7 +195,7 @@ def test_real_whisper_base_encoder_matches_the_reference() -> None:
 
 # ------------------------------------------------------------------ training through the shared trainer
 
-def whisper_conf(path: Path, checkpoint: Path, **finetune) -> Path:
+def whisper_conf(path: Path, checkpoint: Path, epochs: int = 50, **finetune) -> Path:
     conf = {
         "arch": "whisper_ctc",
         "pretrained": {"checkpoint": str(checkpoint)},
@@ -205,13 +205,14 @@ def whisper_conf(path: Path, checkpoint: Path, **finetune) -> Path:
         "schedule": {"kind": "cosine", "warmup_steps": 10, "final_lr_ratio": 0.1},
         "batching": {"max_frames": 200, "jitter": 0.1},
         "augment": {"spec_augment": {"enabled": False}},
-        "training": {"epochs": 50, "checkpoint_every": 10000, "avg": 2, "log_every": 5},
+        "training": {"epochs": epochs, "checkpoint_every": 10000, "avg": 2, "log_every": 5},
     }
     path.write_text(yaml.safe_dump(conf), encoding="utf-8")
     return path
 
 
-@pytest.mark.parametrize("finetune", [{}, {"freeze_blocks": 1, "cache_frozen": True, "cache_views": 2}],
+@pytest.mark.parametrize("finetune", [{}, {"freeze_blocks": 1, "cache_frozen": True, "cache_views": 2,
+                                          "epochs": 90}],
                          ids=["full", "frozen-block-cached"])
 def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, finetune: dict) -> None:
     from tests.test_train import N_MELS, TEXTS, CharTokenizer, make_data_dir, make_lang
@@ -252,7 +253,7 @@ def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, fin
     for utt, mat in feats.items():
         for net in (model, int8_model):
             with torch.no_grad():
-                log_probs, lens = net(torch.from_numpy(mat)[None], torch.tensor([mat.shape[0]]))
+                log_probs, lens = net(torch.from_numpy(np.array(mat))[None], torch.tensor([mat.shape[0]]))
             assert tok.decode(greedy_decode(log_probs, lens)[0]) == texts[utt]
     if finetune:
         # Frozen means frozen: the cached block and the front end equal the checkpoint's.
