@@ -123,7 +123,12 @@ class FeatureMaker:
     def __init__(self, model_dir: Path, config: dict, max_seconds: float = MAX_DECODE_SECONDS) -> None:
         from kocall.dataset import load_cmvn_stats
 
-        self.max_seconds = max_seconds
+        from kocall.models import max_input_seconds
+
+        # The decoder's limit, or the model's when smaller (Whisper's encoder: 30 s of positions).
+        model_limit = max_input_seconds(config)
+        self.max_seconds = min(max_seconds, model_limit) if model_limit else max_seconds
+        self.limit_by = "the model's input limit" if model_limit and model_limit < max_seconds else "--max-seconds"
 
         self.mean, self.std = load_cmvn_stats(model_dir / "cmvn.json")
         from kocall.features import model_fbank_config
@@ -154,7 +159,7 @@ class FeatureMaker:
     def _check_length(self, utt: InputUtt, seconds: float) -> None:
         if seconds > self.max_seconds:
             raise DataError(f"{where(utt.utt_id, utt.spec)}: {seconds:.1f} s of audio, longer than the "
-                            f"{self.max_seconds:g} s the decoder takes (--max-seconds); split it into shorter "
+                            f"{self.max_seconds:g} s the decoder takes ({self.limit_by}); split it into shorter "
                             "utterances")
 
 
@@ -258,7 +263,7 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, max_seconds) -> None:
-    """Decode WAV files, a data dir or an scp with a Conformer-CTC model dir."""
+    """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
     from kocall.conformer_ctc.model_dir import load_model_dir

@@ -68,5 +68,14 @@ def make_config(arch: str, model_cfg: dict, features: dict, subsampling: int, tr
             "training": dict(training or {})}
 
 
+def max_input_seconds(config: dict) -> float | None:
+    """The longest input a model dir's network takes (None: no limit of its own)."""
+    model = config.get("model", {}) if isinstance(config, dict) else {}
+    if arch_of(config) == "whisper_ctc" and "n_audio_ctx" in model:
+        shift_ms = float(config.get("features", {}).get("frame_shift_ms", 10.0))
+        return 2 * int(model["n_audio_ctx"]) * shift_ms / 1000   # conv2 halves the frame rate
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -295,3 +295,42 @@ def test_kocall_fbank_uses_the_front_end_a_model_declares(tmp_path: Path) -> Non
     both = CliRunner().invoke(main, ["fbank", "--model", str(model_dir), "--conf", "conf/fbank.yaml",
                                      "--out", str(tmp_path / "g.npy"), str(tmp_path / "utt1.wav")])
     assert both.exit_code != 0 and "not both" in both.output
+
+
+def test_decode_skips_by_name_what_is_longer_than_the_encoder_takes(tmp_path: Path) -> None:
+    """A Whisper-CTC model dir decodes WAVs through `kocall decode`; input beyond its positions
+    (here a tiny encoder of 64 positions = 1.28 s) is named and skipped, the rest decoded."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from kocall.audio import write_wav
+    from kocall.cli import main
+    from kocall.conformer_ctc.model_dir import save_model_dir
+    from kocall.models import make_config
+
+    repo = Path(__file__).resolve().parents[1]
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    (lang / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(["<blk>", "<unk>", "▁", "가", "나"])),
+                                     encoding="utf-8")
+    shutil.copyfile(repo / "conf" / "fbank_whisper.yaml", tmp_path / "fbank.yaml")
+    (tmp_path / "cmvn.json").write_text(json.dumps({"mean": [0.0] * 80, "std": [1.0] * 80, "frames": 0}))
+    model_cfg = WhisperCTCConfig(vocab_size=5, **dict(TINY_DIMS, n_mels=80)).to_dict()
+    torch.manual_seed(0)
+    features = yaml.safe_load((repo / "conf" / "fbank_whisper.yaml").read_text(encoding="utf-8"))
+    save_model_dir(tmp_path / "model", WhisperCTC(WhisperCTCConfig.from_dict(model_cfg)),
+                   make_config("whisper_ctc", model_cfg, features, 2), lang, tmp_path / "cmvn.json",
+                   tmp_path / "fbank.yaml")
+    rng = np.random.default_rng(0)
+    write_wav(tmp_path / "short.wav", (rng.standard_normal(8000) * 1000).astype(np.float32), 16000)   # 0.5 s
+    write_wav(tmp_path / "long.wav", (rng.standard_normal(32000) * 1000).astype(np.float32), 16000)   # 2 s
+    result = CliRunner().invoke(main, ["decode", "--model", str(tmp_path / "model"), "--greedy",
+                                       "--out", str(tmp_path / "hyp.txt"),
+                                       str(tmp_path / "short.wav"), str(tmp_path / "long.wav")])
+    assert result.exit_code == 1, result.output
+    assert "utterance 'long'" in result.output and "1.28 s" in result.output
+    assert "the model's input limit" in result.output and "Traceback" not in result.output
+    lines = (tmp_path / "hyp.txt").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["short"]
