@@ -81,6 +81,7 @@ class Timing(NamedTuple):
     seconds: float                         # wall clock
     cpu_seconds: float                     # process CPU time, all threads
     hyps: dict[str, str]                   # utterance id -> text
+    loadavg: float                         # the machine's 1-minute load average at the end
 
 
 @dataclass
@@ -158,7 +159,11 @@ def time_system(transcribe: Callable[[Any], str], utts: list, warmup: int, label
         if i % 25 == 0 or i == len(utts):
             print(f"  {label}: {i}/{len(utts)} utterances, {time.perf_counter() - start:.0f} s",
                   file=sys.stderr, flush=True)
-    return Timing(time.perf_counter() - start, time.process_time() - cpu0, hyps)
+    return Timing(time.perf_counter() - start, time.process_time() - cpu0, hyps, os.getloadavg()[0])
+
+
+def peer_cache_dir(args) -> Path:
+    return CACHE_DIR / Path(args.data).resolve().name
 
 
 def run_peer_set(args, set_name: str) -> dict[str, Any]:
@@ -166,7 +171,7 @@ def run_peer_set(args, set_name: str) -> dict[str, Any]:
     from kocall.fileio import atomic_write
     from kocall.report import ReportConfig, load_utts
 
-    cache = CACHE_DIR / Path(args.data).resolve().name / f"{set_name}.json"
+    cache = peer_cache_dir(args) / f"{set_name}.json"
     key = peer_cache_key(Path(args.data), set_name, args.peer_model, args.max_utts)
     entry = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else None
     if entry and entry.get("key") == key and args.reuse_peer:
@@ -184,13 +189,13 @@ def run_peer_set(args, set_name: str) -> dict[str, Any]:
         print(f"peer {set_name}: {len(utts)} utterances, {audio_seconds:.0f} s of audio, {n} thread(s)",
               file=sys.stderr, flush=True)
         model = load_peer(args.peer_model, n)
-        wall, cpu, hyps = time_system(lambda x: peer_transcribe(model, x), utts, args.peer_warmup, "peer")
-        entry["timing"][str(n)] = {"seconds": wall, "cpu_seconds": cpu, "rtf": wall / audio_seconds,
-                                   "loadavg": os.getloadavg()[0]}
+        wall, cpu, hyps, load = time_system(lambda x: peer_transcribe(model, x), utts, args.peer_warmup, "peer")
+        entry["timing"][str(n)] = {"seconds": wall, "cpu_seconds": cpu, "rtf": wall / audio_seconds, "loadavg": load}
         if entry["hyps"] is None:
             entry["hyps"] = hyps
         else:  # int8 GEMMs may round differently with another thread count: say how often
             entry["hyps_differ"][str(n)] = sum(hyps[u] != entry["hyps"][u] for u in hyps)
+    entry["decoded"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with atomic_write(cache) as handle:
         handle.write(json.dumps(entry, ensure_ascii=False, indent=1) + "\n")
     return entry
@@ -201,17 +206,19 @@ def peer_row(args, set_name: str, refs: dict[str, str]) -> Row:
     from kocall.scoring import score_texts
 
     entry = run_peer_set(args, set_name)
+    decoded = entry.get("decoded") or time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime((peer_cache_dir(args) / f"{set_name}.json").stat().st_mtime))
     punct = punct_mode(refs, args.punct)
     hyps = normalise_hyps(entry["hyps"], punct)
-    write_table(CACHE_DIR / Path(args.data).resolve().name / f"{set_name}.hyp.txt", hyps)  # for kocall score
+    write_table(peer_cache_dir(args) / f"{set_name}.hyp.txt", hyps)  # for kocall score
     score = score_texts({u: refs[u] for u in hyps}, hyps)
     return Row(system="Whisper base (faster-whisper int8, beam 5)", set_name=set_name, crr=score.crr,
                rtf={n: entry["timing"][str(n)]["rtf"] for n in args.threads},
                cpu_rtf={n: entry["timing"][str(n)]["cpu_seconds"] / entry["audio_seconds"] for n in args.threads},
                size_mb=(args.peer_model / "model.bin").stat().st_size / MB, utts=entry["utts"],
                audio_seconds=entry["audio_seconds"], is_peer=True,
-               notes={"punct": punct, "cpu_seconds": {n: entry["timing"][str(n)]["cpu_seconds"] for n in args.threads},
-                      "hyps_differ": entry["hyps_differ"]})
+               notes={"punct": punct, "hyps_differ": entry["hyps_differ"], "decoded": decoded,
+                      "loadavg": {n: entry["timing"][str(n)]["loadavg"] for n in args.threads}})
 
 
 # ------------------------------------------------------------------------------ ours
@@ -277,7 +284,8 @@ def our_rows(args, model_dir: Path, set_name: str, refs: dict[str, str]) -> list
                         rtf={n: t.seconds / audio_seconds for n, t in timings.items()},
                         cpu_rtf={n: t.cpu_seconds / audio_seconds for n, t in timings.items()},
                         size_mb=(model_dir / "model.pt").stat().st_size / MB, utts=len(utts),
-                        audio_seconds=audio_seconds, notes={"beam_weights": weights, "lm": str(lm) if lm else None}))
+                        audio_seconds=audio_seconds, notes={"beam_weights": weights, "lm": str(lm) if lm else None,
+                                                            "loadavg": {n: t.loadavg for n, t in timings.items()}}))
     return rows
 
 
@@ -292,7 +300,8 @@ def render_table(rows: list[Row], threads: list[int]) -> list[str]:
     """One line per system and set; the ratio columns divide by the peer's figure on that set."""
     head = (["system", "set", "utts", "CRR", "CER"] + [f"RTF {n} thr" for n in threads]
             + [f"CPU-RTF {n} thr" for n in threads] + ["size MB"]
-            + [f"RTF / peer's {n} thr" for n in threads] + [f"CPU-RTF / peer's {n} thr" for n in threads])
+            + [f"RTF / peer's {n} thr" for n in threads] + [f"CPU-RTF / peer's {n} thr" for n in threads]
+            + ["load avg"])
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     peers = {r.set_name: r for r in rows if r.is_peer}
     for r in rows:
@@ -302,6 +311,7 @@ def render_table(rows: list[Row], threads: list[int]) -> list[str]:
         cells.append(f"{r.size_mb:.1f}")
         cells += [_ratio(r.rtf[n], peer.rtf[n]) if peer else "n/a" for n in threads]
         cells += [_ratio(r.cpu_rtf[n], peer.cpu_rtf[n]) if peer else "n/a" for n in threads]
+        cells.append(" / ".join(f"{r.notes['loadavg'][n]:.1f}" for n in threads) if "loadavg" in r.notes else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -314,8 +324,8 @@ def render_markdown(rows: list[Row], args, command: str) -> str:
     peer_notes = {r.set_name: r.notes for r in rows if r.is_peer}
     lines = ["# Whisper base (faster-whisper) beside our CTC model on real speech", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU {cpu_name()}, {os.cpu_count()} cores, "
-             f"no GPU used; load average {os.getloadavg()[0]:.1f} at the end of the run (a shared machine: "
-             "compare rows of one run, not runs); "
+             f"no GPU used; a shared machine: the last column gives the 1-minute load average at the end of "
+             "each timed pass (at 1 / 2 threads), above the 2 cores the wall-clock RTF counts other jobs' time; "
              + ", ".join(f"{name} {package_version(name)}" for name in PEER_PACKAGES) + f", torch {torch.__version__}.",
              "",
              f"Command: `{command}`", "",
@@ -324,12 +334,12 @@ def render_markdown(rows: list[Row], args, command: str) -> str:
              "kocall.text_norm as the references are. RTF = wall seconds / audio seconds over the set, one "
              "utterance at a time, audio in memory; CPU-RTF = the process's CPU seconds (all its threads) / "
              "audio seconds, which other jobs on the machine inflate much less than the wall time (at 1 "
-             "thread it is close to the RTF of an idle machine). Size: MB on disk (peer: model.bin, float16, "
+             "thread it is the closer to the RTF of an idle machine). Size: MB on disk (peer: model.bin, float16, "
              "quantised to int8 on load; ours: model.pt). See bench/README.md.", ""]
     lines += render_table(rows, args.threads)
     if peer_notes:
         lines += ["", "Peer: " + "; ".join(
-            f"{s}: punct {n['punct']}"
+            f"{s}: decoded {n['decoded']}, text normalised with punct {n['punct']}"
             + (f", hypotheses differing across thread counts {n['hyps_differ']}" if any(n["hyps_differ"].values()) else "")
             for s, n in peer_notes.items()) + "."]
     ours = {r.system.rsplit(" ", 1)[0]: r.notes for r in rows if not r.is_peer and r.notes.get("beam_weights")}

@@ -164,7 +164,8 @@ def test_ours_and_peer_in_one_table(bw, tiny) -> None:
     peer_rtf = rows[0]["rtf"]["1"]
     line = next(l for l in table.splitlines() if l.startswith("| ours am/final greedy |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert float(cells[-4]) == pytest.approx(rows[1]["rtf"]["1"] / peer_rtf, abs=1e-3)
+    assert float(cells[-5]) == pytest.approx(rows[1]["rtf"]["1"] / peer_rtf, abs=1e-3)
+    assert float(cells[-3]) == pytest.approx(rows[1]["cpu_rtf"]["1"] / rows[0]["cpu_rtf"]["1"], abs=1e-3)
     assert "| Whisper base (faster-whisper int8, beam 5) | test | 3 |" in table
 
 
