@@ -334,3 +334,30 @@ def test_decode_skips_by_name_what_is_longer_than_the_encoder_takes(tmp_path: Pa
     assert "the model's input limit" in result.output and "Traceback" not in result.output
     lines = (tmp_path / "hyp.txt").read_text(encoding="utf-8").splitlines()
     assert [line.split(" ")[0] for line in lines] == ["short"]
+
+
+def test_null_checkpoint_means_the_default_places_and_none_means_random(tmp_path: Path, monkeypatch) -> None:
+    """`pretrained.checkpoint: null` finds $KOCALL_SHARED/models/whisper-<size>/encoder.pt (a run
+    that silently trained from random weights looked like a bad recipe); `none` is random init."""
+    from types import SimpleNamespace
+
+    from kocall.conformer_ctc.train import FinetuneConfig, PretrainedConfig
+    from kocall.whisper_ctc.family import WhisperFamily
+
+    (tmp_path / "models" / "whisper-tiny").mkdir(parents=True)
+    state = tiny_openai_checkpoint(tmp_path / "models" / "whisper-tiny" / "encoder.pt")
+    monkeypatch.setenv("KOCALL_SHARED", str(tmp_path))
+    family = WhisperFamily()
+    cfg = SimpleNamespace(model={"extra_layers": 0}, pretrained=PretrainedConfig(checkpoint=None, size="tiny"),
+                          finetune=FinetuneConfig())
+    model_cfg = family.model_config(cfg, TINY_DIMS["n_mels"], 7)
+    assert model_cfg["n_audio_state"] == TINY_DIMS["n_audio_state"]   # dims from the checkpoint
+    model = family.build(model_cfg)
+    said = family.initialise(model, cfg)
+    assert said is not None and "whisper-tiny/encoder.pt" in said
+    assert torch.equal(model.state_dict()["encoder.blocks.1.attn.key.weight"],
+                       state["encoder.blocks.1.attn.key.weight"].float())
+    for random_init in ("none", False):
+        cfg.pretrained = PretrainedConfig(checkpoint=random_init, size="tiny")
+        cfg.model = dict(TINY_DIMS, extra_layers=0)
+        assert family.initialise(family.build(family.model_config(cfg, TINY_DIMS["n_mels"], 7)), cfg) is None

@@ -22,7 +22,11 @@ from kocall.whisper_ctc.model import ARCH, WhisperCTC, WhisperCTCConfig
 
 
 def uses_pretrained(cfg: Any) -> bool:
-    return str(cfg.pretrained.checkpoint).lower() not in ("none", "false", "off")
+    """False only for an explicit `checkpoint: none` (or false/off); null means "the default places"."""
+    value = cfg.pretrained.checkpoint
+    if value is None:
+        return True
+    return value is not False and str(value).strip().lower() not in ("none", "false", "off")
 
 
 class WhisperFamily:
