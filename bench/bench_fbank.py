@@ -21,6 +21,21 @@ GPU (only where numba finds a CUDA device, else skipped with a message; the torc
   is (PCM bytes read once + feature bytes written) / peak bandwidth, the peak taken from the
   device's memory clock and bus width (fallback: NVIDIA's figures for H100/H200).
 
+Whisper's log-mel (--flavour whisper; conf/fbank_whisper.yaml: 16 kHz, 400-point DFT of centred
+Hann frames, hop 160, 80 Slaney mels, log10, per-utterance dynamic range; the same audio,
+upsampled to 16 kHz as the feature stage does):
+CPU
+  ours            the same numba CPU twin, whisper flavour, --threads threads, 64 utterances a call
+  faster-whisper  faster-whisper 1.2's NumPy FeatureExtractor (padding=0), one utterance at a
+                  time, 1 process; and over N = --threads forked processes
+  openai-whisper  openai-whisper's log_mel_spectrogram recipe (torch.stft + mel matmul + log10 +
+                  dynamic range), one utterance at a time, torch on --threads threads
+GPU
+  ours / ours e2e as above (both passes: frame kernel + per-utterance dynamic range)
+  torch           openai-whisper's recipe on the GPU, one utterance at a time (where torch has CUDA)
+The agreement check is max |ours - faster-whisper| over every value of the first 20 utterances
+(contract: 1e-4, kernels/fbank/test_fbank.py).
+
 Columns: seconds (best of --repeats, after a warm-up that also compiles numba), x real time
 (audio seconds / compute seconds), and the ratio peer seconds / our seconds (how many times
 faster ours is; rows of one section compare with that section's "ours").
@@ -29,7 +44,7 @@ Audio: the 8 kHz emotiontts_ko corpus under kocall.paths.shared_corpora() when p
 first --minutes of it), else generated speech-like signals (harmonic sweeps in noise, 2-8 s).
 
     .venv/bin/python bench/bench_fbank.py [--minutes 15] [--device cpu|cuda|all] [--threads 2]
-                                          [--repeats 3] [--out-json FILE]
+                                          [--flavour kaldi|whisper|all] [--repeats 3] [--out-json FILE]
 """
 from __future__ import annotations
 
@@ -48,16 +63,18 @@ import numpy as np
 from bench_common import best_of
 
 from kocall_kernels.fbank import FbankConfig, compute_fbank
-from kocall_kernels.fbank.peer import knf_fbank, knf_features, knf_options
+from kocall_kernels.fbank.peer import knf_fbank, knf_features, knf_options, whisper_log_mel, whisper_log_mel_torch
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf" / "fbank.yaml"
+CONFS = {"kaldi": REPO / "conf" / "fbank.yaml", "whisper": REPO / "conf" / "fbank_whisper.yaml"}
 BATCH = 64
 DYN_RANGE, TOL = 18.0, 1e-3  # agreement contract of kernels/fbank/test_fbank.py
+WHISPER_TOL = 1e-4           # the whisper flavour's contract (every value)
 # NVIDIA datasheet peak memory bandwidth (bytes/s), used when the device attributes are missing.
 PEAK_BW = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12, "H100": 3.35e12}
 
-AUDIO: list[np.ndarray] = []   # set before the peer pool forks, so workers inherit it
+# flavour -> utterances at that flavour's rate; set before the peer pool forks, so workers inherit it
+AUDIO: dict[str, list[np.ndarray]] = {}
 
 
 @dataclass
@@ -140,43 +157,74 @@ def _peer_shard(args: tuple[str, int, int, dict]) -> int:
     """Worker: one peer over AUDIO[lo:hi] (inherited through fork); returns frames made."""
     name, lo, hi, cfg_dict = args
     cfg = FbankConfig.from_dict(cfg_dict)
-    return sum(_peer_fn(name, cfg)(x).shape[0] for x in AUDIO[lo:hi])
+    return sum(_peer_fn(name, cfg)(x).shape[0] for x in AUDIO[cfg.flavour][lo:hi])
 
 
 def _peer_fn(name: str, cfg: FbankConfig):
     if name == "knf":
         opts = knf_options(cfg)
         return lambda x: knf_features(x, opts, cfg.sample_rate, cfg.n_mels)
+    if name == "faster-whisper":
+        return lambda x: whisper_log_mel(x, cfg.n_mels)
+    if name == "openai-whisper":
+        return lambda x: whisper_log_mel_torch(x, cfg.n_mels)
     from kocall_kernels.fbank.config import make_window
 
     window = make_window(cfg.window, cfg.win_length)
     return lambda x: librosa_one(x, cfg, window)
 
 
+# (peer, label, runs in the forked pool too) per flavour
+CPU_PEERS = {"kaldi": (("knf", "kaldi-native-fbank", True), ("librosa", "librosa 0.11", True)),
+             "whisper": (("faster-whisper", "faster-whisper 1.2 NumPy extractor", True),
+                         ("openai-whisper", "openai-whisper recipe (torch.stft)", False))}
+
+
 def cpu_section(cfg: FbankConfig, threads: int, repeats: int, pool) -> tuple[list[Row], dict]:
     import numba
 
     numba.set_num_threads(threads)
-    audio_s = sum(u.size for u in AUDIO) / cfg.sample_rate
-    t_ours = best_of(lambda: ours_cpu(AUDIO, cfg), repeats)
-    rows = [Row("cpu", f"ours (numba twin, {threads} threads)", t_ours, audio_s / t_ours, 1.0)]
-    n = len(AUDIO)
+    audio = AUDIO[cfg.flavour]
+    section = f"cpu {cfg.flavour}"
+    audio_s = sum(u.size for u in audio) / cfg.sample_rate
+    t_ours = best_of(lambda: ours_cpu(audio, cfg), repeats)
+    rows = [Row(section, f"ours (numba twin, {threads} threads)", t_ours, audio_s / t_ours, 1.0)]
+    n = len(audio)
     shards = [(i * n // threads, (i + 1) * n // threads) for i in range(threads)]
-    for peer, label in (("knf", "kaldi-native-fbank"), ("librosa", "librosa 0.11")):
+    for peer, label, forks in CPU_PEERS[cfg.flavour]:
         fn = _peer_fn(peer, cfg)
-        t1 = best_of(lambda: [fn(x) for x in AUDIO], repeats)
-        rows.append(Row("cpu", f"{label} (1 process)", t1, audio_s / t1, t1 / t_ours))
-        if pool is not None:
+        if forks:
+            t1 = best_of(lambda: [fn(x) for x in audio], repeats)
+            rows.append(Row(section, f"{label} (1 process)", t1, audio_s / t1, t1 / t_ours))
+        else:  # torch: its own threads in this process
+            import torch
+
+            torch.set_num_threads(threads)
+            t1 = best_of(lambda: [fn(x) for x in audio], repeats)
+            rows.append(Row(section, f"{label} ({threads} torch threads)", t1, audio_s / t1, t1 / t_ours))
+        if pool is not None and forks:
             jobs = [(peer, lo, hi, cfg.to_dict()) for lo, hi in shards]
             tn = best_of(lambda: pool.map(_peer_shard, jobs), repeats)
-            rows.append(Row("cpu", f"{label} ({threads} processes)", tn, audio_s / tn, tn / t_ours))
-    return rows, agreement_cpu(cfg)
+            rows.append(Row(section, f"{label} ({threads} processes)", tn, audio_s / tn, tn / t_ours))
+    return rows, (agreement_whisper(cfg) if cfg.flavour == "whisper" else agreement_cpu(cfg))
+
+
+def agreement_whisper(cfg: FbankConfig, count: int = 20) -> dict:
+    """Max |ours - peer| over every value of the first `count` utterances (no resolution caveat:
+    Whisper's floor at max - 8 keeps every value within float32's reach)."""
+    worst_fw = worst_torch = 0.0
+    for x in AUDIO["whisper"][:count]:
+        ours, n = compute_fbank(x[None], [x.size], cfg)
+        ours = ours[0, : n[0]]
+        worst_fw = max(worst_fw, float(np.abs(ours - whisper_log_mel(x, cfg.n_mels)).max()))
+        worst_torch = max(worst_torch, float(np.abs(ours - whisper_log_mel_torch(x, cfg.n_mels)).max()))
+    return {"max_abs_diff_vs_faster_whisper": worst_fw, "max_abs_diff_vs_openai_whisper_torch": worst_torch}
 
 
 def agreement_cpu(cfg: FbankConfig) -> dict:
     """Max |ours - peer| over the first utterance, on bands within 18 nats of the frame peak
     (below that float32 cannot resolve 1e-3; see kernels/fbank/test_fbank.py)."""
-    x = AUDIO[0]
+    x = AUDIO["kaldi"][0]
     ours, n = compute_fbank(x[None], [x.size], cfg)
     ours = ours[0, : n[0]]
     ref = knf_fbank(x, cfg)
@@ -253,7 +301,8 @@ def gpu_section(cfg: FbankConfig, repeats: int, torch_device: str | None = "cuda
     from kocall_kernels.fbank.config import frame_index
     from kocall_kernels.fbank.cuda import launch_frames
 
-    pcm, lengths = pad(AUDIO)
+    pcm, lengths = pad(AUDIO[cfg.flavour])
+    section = f"gpu {cfg.flavour}"
     p, nf, seeds, lens = prepare_batch(pcm, lengths, cfg, None)
     fu, ft = frame_index(nf)
     tables = make_tables(cfg)
@@ -285,9 +334,9 @@ def gpu_section(cfg: FbankConfig, repeats: int, torch_device: str | None = "cuda
     # The floor: every PCM sample read once (float32) and every feature written once.
     floor_bytes = 4.0 * float(lengths.sum()) + 4.0 * fu.size * cfg.n_mels
     floor_s = floor_bytes / bw
-    rows = [Row("gpu", "ours (Numba CUDA kernel)", t_ours, audio_s / t_ours, 1.0,
+    rows = [Row(section, "ours (Numba CUDA kernel)", t_ours, audio_s / t_ours, 1.0,
                 f"{100 * floor_s / t_ours:.0f}% of the memory-bandwidth floor ({1e6 * floor_s:.0f} us)"),
-            Row("gpu", "ours e2e (compute_fbank from host)", t_e2e, audio_s / t_e2e, t_e2e / t_ours, "incl. H2D/D2H")]
+            Row(section, "ours e2e (compute_fbank from host)", t_e2e, audio_s / t_e2e, t_e2e / t_ours, "incl. H2D/D2H")]
     ours = d_out.copy_to_host()
     cpu, _ = compute_fbank(pcm, lengths, cfg)
     extra = {"gpu": bw_source, "peak_bandwidth_Bps": bw, "floor_bytes": floor_bytes, "floor_s": floor_s,
@@ -297,9 +346,48 @@ def gpu_section(cfg: FbankConfig, repeats: int, torch_device: str | None = "cuda
     if torch_device is None:
         print("GPU torch rows skipped: this torch has no CUDA (install a CUDA build of torch for the baseline)")
         return rows, extra
-    rows_t, extra_t = torch_rows(cfg, repeats, torch_device, pcm, lengths, fu, ft, ours, t_ours, audio_s)
+    if cfg.flavour == "whisper":
+        rows_t, extra_t = torch_whisper_rows(cfg, repeats, torch_device, ours, nf, t_ours, audio_s, section)
+    else:
+        rows_t, extra_t = torch_rows(cfg, repeats, torch_device, pcm, lengths, fu, ft, ours, t_ours, audio_s)
     extra.update(extra_t)
     return rows + rows_t, extra
+
+
+def cuda_time(fn, repeats: int, device) -> float:
+    """Best of `repeats` CUDA-event timings after a warm-up (wall clock off the GPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return best_of(fn, repeats)
+    fn()
+    torch.cuda.synchronize()
+    best = np.inf
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return best
+
+
+def torch_whisper_rows(cfg: FbankConfig, repeats: int, torch_device: str, ours: np.ndarray, num_frames: np.ndarray,
+                       t_ours: float, audio_s: float, section: str) -> tuple[list[Row], dict]:
+    """openai-whisper's recipe on the GPU, one utterance at a time (as whisper runs it)."""
+    import torch
+
+    dev = torch.device(torch_device)
+    audio = AUDIO["whisper"]
+    with torch.inference_mode():
+        t_torch = cuda_time(lambda: [whisper_log_mel_torch(x, cfg.n_mels, device=torch_device) for x in audio],
+                            repeats, dev)
+    diff = max(float(np.abs(ours[i, : num_frames[i]] - whisper_log_mel_torch(x, cfg.n_mels)).max())
+               for i, x in enumerate(audio[:20]))
+    rows = [Row(section, "openai-whisper recipe (torch.stft, per utterance)", t_torch, audio_s / t_torch,
+                t_torch / t_ours, "incl. H2D/D2H per utterance")]
+    return rows, {"max_abs_diff_cuda_vs_openai_whisper_torch": diff}
 
 
 def torch_rows(cfg: FbankConfig, repeats: int, torch_device: str, pcm: np.ndarray, lengths: np.ndarray,
@@ -336,9 +424,9 @@ def torch_rows(cfg: FbankConfig, repeats: int, torch_device: str, pcm: np.ndarra
         t_exact = torch_time(lambda: torch_exact_fbank(x_flat, starts, cfg, window, mel))
         exact = torch_exact_fbank(x_flat, starts, cfg, window, mel).cpu().numpy()
     padded = 1.0 - fu.size / (pcm.shape[0] * (1 + (pcm.shape[1] - cfg.win_length) // cfg.shift_length))
-    rows = [Row("gpu", "torch.stft + mel matmul (padded batch)", t_stft, audio_s / t_stft, t_stft / t_ours,
+    rows = [Row(f"gpu {cfg.flavour}", "torch.stft + mel matmul (padded batch)", t_stft, audio_s / t_stft, t_stft / t_ours,
                 f"{100 * padded:.0f}% of its frames are padding"),
-            Row("gpu", "torch exact (valid frames, rfft)", t_exact, audio_s / t_exact, t_exact / t_ours)]
+            Row(f"gpu {cfg.flavour}", "torch exact (valid frames, rfft)", t_exact, audio_s / t_exact, t_exact / t_ours)]
     return rows, {"max_abs_diff_torch_exact_vs_ours": float(np.abs(exact - ours[fu, ft]).max())}
 
 
@@ -386,54 +474,80 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0, help="minutes of audio")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     parser.add_argument("--threads", type=int, default=2, help="numba threads for ours = processes for the peers")
+    parser.add_argument("--flavour", choices=("kaldi", "whisper", "all"), default="all",
+                        help="which front end's rows (conf/fbank.yaml, conf/fbank_whisper.yaml)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--generated", action="store_true", help="generated audio even if the corpora exist")
     parser.add_argument("--out-json", type=Path, default=None)
     args = parser.parse_args()
 
-    cfg = FbankConfig.from_yaml(CONF)
-    if args.generated:
-        audio, source = generated_audio(args.minutes, cfg.sample_rate), "generated"
-    else:
-        audio, source = load_corpus(args.minutes, cfg.sample_rate)
-    AUDIO[:] = audio
-    audio_s = sum(u.size for u in AUDIO) / cfg.sample_rate
-    print(f"audio: {audio_s / 60:.1f} min, {source}; {machine()}; load average {os.getloadavg()[0]:.2f}")
+    flavours = ["kaldi", "whisper"] if args.flavour == "all" else [args.flavour]
+    cfgs = {flavour: FbankConfig.from_yaml(CONFS[flavour]) for flavour in flavours}
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": " ".join(sys.argv),
-              "audio": source, "audio_seconds": audio_s, "config": cfg.to_dict(), "threads": args.threads}
+              "threads": args.threads, "flavours": {}}
+    for flavour, cfg in cfgs.items():  # the same audio at each flavour's rate (as the feature stage resamples)
+        if args.generated:
+            audio, source = generated_audio(args.minutes, cfg.sample_rate), "generated"
+        else:
+            audio, source = load_corpus(args.minutes, cfg.sample_rate)
+        AUDIO[flavour] = audio
+        audio_s = sum(u.size for u in audio) / cfg.sample_rate
+        result["flavours"][flavour] = {"audio": source, "audio_seconds": audio_s, "config": cfg.to_dict()}
+        print(f"{flavour}: audio {audio_s / 60:.1f} min at {cfg.sample_rate} Hz, {source}")
+    print(f"{machine()}; load average {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
     if args.device in ("cpu", "all"):
         # Fork the peers' pool before numba starts its (fork-unsafe) OpenMP threads in this process.
         pool = mp.get_context("fork").Pool(args.threads) if args.threads > 1 else None
         try:
-            cpu_rows, result["cpu_agreement"] = cpu_section(cfg, args.threads, args.repeats, pool)
+            for flavour, cfg in cfgs.items():
+                cpu_rows, result["flavours"][flavour]["cpu_agreement"] = cpu_section(cfg, args.threads, args.repeats,
+                                                                                     pool)
+                rows += cpu_rows
         finally:
             if pool is not None:
                 pool.terminate()
-        rows += cpu_rows
     if args.device in ("cuda", "all"):
         ok, why = cuda_ready()
-        if ok:
-            gpu_rows, result["gpu"] = gpu_section(cfg, args.repeats, torch_cuda())
-            rows += gpu_rows
-        else:
-            print(f"GPU section skipped: {why}")
-            result["gpu_skipped"] = why
+        for flavour, cfg in cfgs.items():
+            if ok:
+                gpu_rows, result["flavours"][flavour]["gpu"] = gpu_section(cfg, args.repeats, torch_cuda())
+                rows += gpu_rows
+            else:
+                print(f"GPU section ({flavour}) skipped: {why}")
+                result["flavours"][flavour]["gpu_skipped"] = why
     result["load_average_after"] = os.getloadavg()[0]
     print_table(rows)
-    for key in ("cpu_agreement", "gpu"):
-        if key in result:
-            print(f"{key}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in result[key].items()))
+    for flavour, res in result["flavours"].items():
+        for key in ("cpu_agreement", "gpu"):
+            if key in res:
+                print(f"{flavour} {key}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                      for k, v in res[key].items()))
     result["rows"] = [asdict(r) for r in rows]
     if args.out_json:
         args.out_json.write_text(json.dumps(result, indent=1) + "\n")
-    checks = {"ours vs kaldi-native-fbank": result.get("cpu_agreement", {}).get("max_abs_diff_vs_knf", 0.0),
-              "CUDA vs CPU twin": result.get("gpu", {}).get("max_abs_diff_cuda_vs_cpu_resolved", 0.0)}
-    failed = [f"{name}: {diff:.2e} > {TOL}" for name, diff in checks.items() if not diff <= TOL]
+    failed = [f"{name}: {diff:.2e} > {tol}" for name, diff, tol in agreement_checks(result) if not diff <= tol]
     if failed:
-        print("AGREEMENT CHECK FAILED (resolved bands): " + "; ".join(failed))
+        print("AGREEMENT CHECK FAILED: " + "; ".join(failed))
         sys.exit(1)
+
+
+def agreement_checks(result: dict) -> list[tuple[str, float, float]]:
+    """(what, measured max |diff|, contract) for every comparison the run made."""
+    kaldi = result["flavours"].get("kaldi", {})
+    whisper = result["flavours"].get("whisper", {})
+    checks = [("kaldi: ours vs kaldi-native-fbank (resolved bands)",
+               kaldi.get("cpu_agreement", {}).get("max_abs_diff_vs_knf"), TOL),
+              ("kaldi: CUDA vs CPU twin (resolved bands)", kaldi.get("gpu", {}).get("max_abs_diff_cuda_vs_cpu_resolved"),
+               TOL),
+              ("whisper: ours vs faster-whisper", whisper.get("cpu_agreement", {}).get("max_abs_diff_vs_faster_whisper"),
+               WHISPER_TOL),
+              ("whisper: ours vs openai-whisper torch",
+               whisper.get("cpu_agreement", {}).get("max_abs_diff_vs_openai_whisper_torch"), WHISPER_TOL),
+              ("whisper: CUDA vs CPU twin", whisper.get("gpu", {}).get("max_abs_diff_cuda_vs_cpu"), WHISPER_TOL),
+              ("whisper: CUDA vs openai-whisper torch",
+               whisper.get("gpu", {}).get("max_abs_diff_cuda_vs_openai_whisper_torch"), WHISPER_TOL)]
+    return [(name, diff, tol) for name, diff, tol in checks if diff is not None]
 
 
 if __name__ == "__main__":

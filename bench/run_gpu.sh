@@ -10,7 +10,7 @@
 #    (matched to the driver's CUDA version) and points CUDA_HOME (libdevice) and
 #    LD_LIBRARY_PATH (libnvvm.so) at it;
 # 3. runs, without NUMBA_ENABLE_CUDASIM:
-#      bench_fbank.py --device cuda          (when the file exists)
+#      bench_fbank.py --device cuda          (when the file exists; kaldi and whisper flavour rows)
 #      bench_ngram.py --gpu yes              (CPU twin and kenlm rows too; GPU rows checked against the CPU twin)
 #      bench_ctc_decoder.py --gpu yes        (beams 8/16/32 at GPU batch 1/32/256; the CPU table and
 #                                             its peers too; GPU hypotheses checked against the CPU twin)
