@@ -400,19 +400,7 @@ def torch_rows(cfg: FbankConfig, repeats: int, torch_device: str, pcm: np.ndarra
     dev = torch.device(torch_device)
 
     def torch_time(fn) -> float:
-        if dev.type != "cuda":
-            return best_of(fn, repeats)
-        fn()
-        torch.cuda.synchronize()
-        best = np.inf
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            best = min(best, start.elapsed_time(end) / 1e3)
-        return best
+        return cuda_time(fn, repeats, dev)
 
     x = torch.from_numpy(pcm).to(dev)
     x_flat = x.reshape(-1)
