@@ -28,6 +28,9 @@ model=              # a model config conf/model_<model>.yaml of any family, e.g.
                     # default: conformer_ctc_<model-size> (from scratch; conf/model_<model-size>.yaml)
 pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's, see README)
 unit=char           # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
+                    # default char: on shared-ko (README, "Output units") neither unit recognised speech at the
+                    # CPU budget tried (CRR < 10; jamo's beam+LM lead was LM text), and jamo need 4x subsampling
+                    # (2x the work per epoch), unverified within the synthetic recipe's 15-minute budget
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1
