@@ -334,7 +334,7 @@ def render_markdown(rows: list[Row], args, command: str) -> str:
              "kocall.text_norm as the references are. RTF = wall seconds / audio seconds over the set, one "
              "utterance at a time, audio in memory; CPU-RTF = the process's CPU seconds (all its threads) / "
              "audio seconds, which other jobs on the machine inflate much less than the wall time (at 1 "
-             "thread it is the closer to the RTF of an idle machine). Size: MB on disk (peer: model.bin, float16, "
+             "thread it is the better estimate of an idle machine's RTF, though still above it). Size: MB on disk (peer: model.bin, float16, "
              "quantised to int8 on load; ours: model.pt). See bench/README.md.", ""]
     lines += render_table(rows, args.threads)
     if peer_notes:
