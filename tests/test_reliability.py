@@ -361,7 +361,7 @@ def test_decode_refuses_overlong_audio_by_name(tmp_path: Path) -> None:
     from kocall.decode import FeatureMaker, InputUtt
 
     maker = FeatureMaker.__new__(FeatureMaker)   # only the length check: no model needed
-    maker.max_seconds = 2.0
+    maker.max_seconds, maker.limit_by = 2.0, "--max-seconds"
     with pytest.raises(DataError, match=r"utterance 'long'.*3\.0 s of audio.*--max-seconds"):
         maker._check_length(InputUtt("long", "long.wav", False), 3.0)
     maker._check_length(InputUtt("short", "short.wav", False), 1.9)
