@@ -9,6 +9,7 @@ config.json's "arch" names the family; a dir without one is a Conformer-CTC (the
 from __future__ import annotations
 
 import importlib
+from dataclasses import asdict, fields
 from typing import Any, Protocol
 
 from torch import nn
@@ -39,6 +40,26 @@ class ModelFamily(Protocol):
     def cached_blocks(self, cfg: Any) -> int | None:
         """None, or K: the frozen front end and blocks [0, K) are computed once per cached view
         (`model.frozen_front`) and training runs `model.forward_from(hidden, lens, K)`."""
+
+
+class ModelConfig:
+    """from_dict (unknown keys refused, then `validate()`) and to_dict for a family's dataclass config."""
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KocallError(f"model config: unknown key(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        pass
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def family(arch: str | None) -> ModelFamily:

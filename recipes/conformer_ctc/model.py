@@ -16,19 +16,20 @@ composition, which would break both padding independence and DDP/single-process 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
+from kocall.models import ModelConfig
 
 ARCH = "conformer_ctc"
 
 
 @dataclass
-class ConformerConfig:
+class ConformerConfig(ModelConfig):
     """Model hyper-parameters: the `model:` section of conf/model_*.yaml, and config.json."""
 
     n_mels: int = 80
@@ -42,16 +43,6 @@ class ConformerConfig:
     subsampling_channels: int = 64
     dropout: float = 0.1
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "ConformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KocallError(f"model config: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
         if self.subsampling not in (4, 6, 8):
             raise KocallError(f"model config: subsampling must be 4, 6 or 8, not {self.subsampling}")
@@ -61,9 +52,6 @@ class ConformerConfig:
             raise KocallError(f"model config: vocab_size {self.vocab_size} (needs blank + at least one unit)")
         if self.conv_kernel % 2 == 0:
             raise KocallError(f"model config: conv_kernel must be odd, not {self.conv_kernel}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _conv_out(length: torch.Tensor | int, kernel: int, stride: int):

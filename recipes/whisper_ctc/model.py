@@ -27,19 +27,20 @@ outputs of frozen lower blocks and trains the rest from there (`train.py`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
+from kocall.models import ModelConfig
 
 ARCH = "whisper_ctc"
 
 
 @dataclass
-class WhisperCTCConfig:
+class WhisperCTCConfig(ModelConfig):
     """The `model:` section of conf/model_whisper_*.yaml, completed with the checkpoint's dims."""
 
     n_mels: int = 80
@@ -51,16 +52,6 @@ class WhisperCTCConfig:
     extra_layers: int = 0         # new transformer blocks between ln_post and the CTC head
     dropout: float = 0.0          # on the new layers and the head's input (Whisper itself has none)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "WhisperCTCConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KocallError(f"model config: unknown key(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
     def validate(self) -> None:
         if self.n_audio_state % self.n_audio_head:
             raise KocallError(f"model config: n_audio_state {self.n_audio_state} is not divisible by "
@@ -70,9 +61,6 @@ class WhisperCTCConfig:
         if min(self.n_mels, self.n_audio_ctx, self.n_audio_layer) < 1 or self.extra_layers < 0:
             raise KocallError("model config: n_mels, n_audio_ctx and n_audio_layer must be >= 1, "
                               "extra_layers >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
