@@ -21,7 +21,7 @@ import yaml
 from kocall.errors import KocallError
 from kocall.whisper_ctc.checkpoint import (hf_to_openai_names, init_from_checkpoint, load_encoder_checkpoint,
                                            resolve_checkpoint)
-from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig, build_model, sinusoids
+from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig, sinusoids
 
 SHARED = Path(os.environ.get("KOCALL_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 REAL = SHARED / "models" / "whisper-base" / "encoder.pt"

@@ -217,6 +217,3 @@ def build_model(config: dict) -> ConformerCTC:
     model_cfg = config["model"] if "model" in config else config
     return ConformerCTC(ConformerConfig.from_dict(dict(model_cfg)))
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -194,11 +194,3 @@ class WhisperCTC(nn.Module):
             raise KocallError(f"model input: expected (batch, frames, {self.cfg.n_mels}) features, "
                               f"got shape {tuple(feats.shape)}")
 
-
-def build_model(config: dict) -> WhisperCTC:
-    """Build from a config.json-style dict (`{"arch": "whisper_ctc", "model": {...}}`) or a bare model dict."""
-    arch = config.get("arch", ARCH) if "model" in config else ARCH
-    if arch != ARCH:
-        raise KocallError(f"model config: arch '{arch}' is not '{ARCH}'")
-    model_cfg = config["model"] if "model" in config else config
-    return WhisperCTC(WhisperCTCConfig.from_dict(dict(model_cfg)))
