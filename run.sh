@@ -161,7 +161,7 @@ if in_stage 4 "train $model_name on $device"; then
        "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} -- "device=$device" "seed=$seed"; then
     stage_workdir "$amdir"   # an interrupted run of the same inputs resumes; anything else restarts
     steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "$model_conf" \
-      --pretrained "$pretrained" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
+      --pretrained "$pretrained" --cache-dir "$exp/cache" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
     stage_end
   fi
 fi

@@ -298,15 +298,25 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
 
     View 0 is the clean input; view v > 0 draws its augmentation (the source set's waveform
     augmentation and SpecAugment) from a generator seeded by (seed, v, utterance index), so a
-    cache is a pure function of the data, the seed and the frozen weights. Each view is kept in
-    `<path_prefix>-view<v>.pt` (atomic) and reused when its key matches.
+    cache is a pure function of the data (ids, sources, front end), the augmentation config, the
+    seed and the frozen weights: that key names the file, `<path_prefix>-<key hash>-view<v>.pt`
+    (atomic), so caches of other configs sit side by side and models that share the frozen part
+    (another unit inventory, other upper layers) reuse one.
     """
-    from kocall.progress import progress_bar
+    import dataclasses
+    import hashlib
 
     from kocall.fileio import atomic_write
+    from kocall.progress import progress_bar
+
+    def plain(config: object) -> object:
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
 
     key = {"utts": [e.utt_id for e in source.entries], "frames": [e.num_frames for e in source.entries],
+           "sources": [e.source for e in source.entries], "use_wav": source.use_wav,
+           "fbank": plain(source.fbank_cfg), "augment": plain(source.augment),
            "seed": seed, "weights": _frozen_fingerprint(model, blocks)}
+    key_hash = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     order = sorted(range(len(source.entries)), key=lambda i: source.entries[i].num_frames)
     chunks, current = [], []
     for index in order:   # length-sorted chunks of at most max_frames padded frames
@@ -318,7 +328,7 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
     result = []
     model.eval()
     for view in range(views):
-        path = Path(f"{path_prefix}-view{view}.pt")
+        path = Path(f"{path_prefix}-{key_hash}-view{view}.pt")
         if path.is_file():
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored.get("key") == {**key, "view": view}:

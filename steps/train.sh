@@ -24,9 +24,10 @@ rdzv_port=        # rendezvous port on the first node (default: derived from the
 seed=1
 max_minutes=       # override the config's training time budget
 pretrained=        # pretrained checkpoint (whisper_* configs): overrides the config's pretrained.checkpoint
+cache_dir=         # cached frozen-block outputs (default EXP_DIR/cache; files named by their key, shareable)
 model_conf=conf/model_small.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--pretrained FILE] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
-_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained model_conf"
+help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--pretrained FILE] [--cache-dir DIR] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
+_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained cache_dir model_conf"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
@@ -36,6 +37,7 @@ args=(--model-conf "$model_conf" --train "$train" --dev "$dev" --lang "$lang" --
       --device "$device" --nj "$nj" --seed "$seed")
 [ -n "$max_minutes" ] && args+=(--max-minutes "$max_minutes")
 [ -n "$pretrained" ] && args+=(--pretrained "$pretrained")
+[ -n "$cache_dir" ] && args+=(--cache-dir "$cache_dir")
 # tqdm bars only on a terminal: a log file gets the CSV and per-epoch lines instead.
 [ -t 2 ] || args+=(--no-progress)
 mkdir -p "$exp_dir"

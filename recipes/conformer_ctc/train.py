@@ -83,6 +83,9 @@ class ScheduleConfig:
     kind: str = "cosine"          # cosine: linear warm-up then cosine decay; noam: warm-up then inverse sqrt
     warmup_steps: int = 200
     final_lr_ratio: float = 0.05  # cosine: lr at the last step / peak lr
+    span: str = "epochs"          # cosine: decay over `epochs`, or ("budget") over the steps that
+                                  # training.max_minutes allows, measured on the first probe_steps
+    probe_steps: int = 50
 
 
 @dataclass
@@ -159,6 +162,8 @@ class TrainConfig:
                   augment=AugmentConfig.from_dict(raw.get("augment")), training=section("training", TrainingConfig))
         if cfg.schedule.kind not in ("cosine", "noam"):
             raise KocallError(f"{source}: schedule.kind must be cosine or noam, not '{cfg.schedule.kind}'")
+        if cfg.schedule.span not in ("epochs", "budget"):
+            raise KocallError(f"{source}: schedule.span must be epochs or budget, not '{cfg.schedule.span}'")
         if cfg.batching.features not in ("auto", "feats", "wav"):
             raise KocallError(f"{source}: batching.features must be auto, feats or wav")
         model_family(cfg.arch)   # an unknown arch fails here, naming the known ones
@@ -193,6 +198,7 @@ class RunOptions:
     stop_after_steps: int | None = None   # testing: stop (as if killed) after this global step
     progress: bool = True
     pretrained: str | None = None         # overrides the config's pretrained.checkpoint
+    cache_dir: str | None = None          # cached frozen blocks (default EXP_DIR/cache)
 
 
 # ------------------------------------------------------------------------- distributed
@@ -298,6 +304,7 @@ class TrainState:
     batch_in_epoch: int = 0    # batches of the current epoch already trained (this rank's list)
     step: int = 0              # optimiser steps
     elapsed: float = 0.0       # training seconds over all runs
+    planned_steps: int = 0     # schedule.span budget: steps the lr schedule spans (0: epochs' worth)
     log_rows: list = field(default_factory=list)
     epoch_results: list = field(default_factory=list)   # {"epoch", "step", "dev_loss", "dev_cer"}
 
@@ -562,7 +569,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.family.param_groups(self.model, self.cfg),
                                            lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.cfg.schedule, self.total_steps))
+            self.optimizer, lambda step: lr_factor(step, self.cfg.schedule, self.state.planned_steps or self.total_steps))
         use_scaler = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         # What a batch goes through: the whole model, or (frozen part cached) its upper part.
@@ -575,6 +582,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
         self.state = TrainState()
+        self._run_start_step: int | None = None   # first step of this process (schedule probe)
 
     def _use_hidden_cache(self, blocks: int) -> None:
         """Replace the train/dev sets by cached outputs of the frozen front end and blocks [0, blocks).
@@ -582,10 +590,12 @@ class Trainer:
         Views: 0 is the clean input; views 1.. draw waveform and SpecAugment augmentation from
         `augment:` (one generator per view and utterance), so augmentation still reaches the
         trained layers; training picks a view per utterance and batch and adds time masks on
-        the cached frames. The cache is deterministic and kept in EXP_DIR/cache for resumes.
+        the cached frames. The cache is deterministic, named by its key (data, augmentation,
+        seed, frozen weights) and kept in --cache-dir (default EXP_DIR/cache): a resume, or
+        another model over the same frozen part (e.g. other units), reuses it.
         """
         views = self.cfg.finetune.cache_views
-        cache_dir = self.exp_dir / "cache"
+        cache_dir = Path(self.opts.cache_dir) if self.opts.cache_dir else self.exp_dir / "cache"
         common = dict(model=self.model, blocks=blocks, device=self.device, seed=self.opts.seed,
                       progress=self.opts.progress and self.dist.is_main)
         self.train_set = CachedHiddenSet(
@@ -676,6 +686,7 @@ class Trainer:
         bar = progress_bar(loader, desc=f"epoch {self.state.epoch + 1}/{tcfg.epochs}", initial=self.state.batch_in_epoch,
                    total=len(batches), disable=not (self.opts.progress and self.dist.is_main), leave=False)
         for batch in bar:
+            self._plan_schedule(run_start)
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, units = forward_backward(self.ddp_model, batch, self.device, self.amp_dtype,
                                                self.scaler, tcfg.ctc_backend)
@@ -706,6 +717,32 @@ class Trainer:
                 self._checkpoint(run_start)
                 return "time"
         return "done"
+
+    def _plan_schedule(self, run_start: float) -> None:
+        """schedule.span budget: after probe_steps of this run, fix the steps the lr decays over.
+
+        On a CPU budget a cosine over `epochs` would be cut while the lr is still high; this
+        spans what max_minutes allows at the measured speed instead (at most `epochs`). The
+        plan is kept in the checkpoint, so a resumed run follows the same schedule.
+        """
+        sched, budget = self.cfg.schedule, self.cfg.training.max_minutes
+        if sched.span != "budget" or budget <= 0 or self.state.planned_steps:
+            return
+        if self._run_start_step is None:
+            self._run_start_step = self.state.step
+        done = self.state.step - self._run_start_step
+        if done < sched.probe_steps:
+            return
+        seconds = all_reduce_sum(torch.tensor(time.time() - run_start, dtype=torch.float64)).item()
+        per_step = seconds / self.dist.world_size / done
+        remaining = budget * 60 - self.state.elapsed - (time.time() - run_start)
+        # 5 % for the epoch-end dev passes and checkpoints
+        planned = self.state.step + int(0.95 * max(0.0, remaining) / per_step)
+        self.state.planned_steps = max(sched.warmup_steps + 1, min(self.total_steps, planned))
+        if self.dist.is_main:
+            log.info("schedule: %.2f s/step, the lr decays over %d steps (%.1f of %d epochs) in the %.0f-min budget",
+                     per_step, self.state.planned_steps, self.state.planned_steps / self.steps_per_epoch,
+                     self.cfg.training.epochs, budget)
 
     def _checkpoint(self, run_start: float) -> None:
         saved_elapsed = self.state.elapsed
@@ -849,10 +886,13 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
 @click.option("--pretrained", default=None,
               help="pretrained checkpoint (overrides the model config's pretrained.checkpoint)")
+@click.option("--cache-dir", default=None,
+              help="where cached frozen-block outputs live (default EXP_DIR/cache); files are named by "
+                   "their key, so several models may share one dir")
 @allow_pipes_option
 def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, nj: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
-              no_progress: bool, pretrained: str | None) -> None:
+              no_progress: bool, pretrained: str | None, cache_dir: str | None) -> None:
     """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
@@ -860,7 +900,8 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
 
     require_device(device)
     opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
-                      stop_after_steps, progress=not no_progress, pretrained=pretrained)
+                      stop_after_steps, progress=not no_progress, pretrained=pretrained,
+                      cache_dir=cache_dir)
     summary = run_training(opts)
     if "stopped_at_step" not in summary and summary.get("source"):
         click.echo(f"{exp_dir}/final: {summary['source']}, dev CER {summary['dev_cer']:.2f}% "
