@@ -191,6 +191,32 @@ def test_time_budget_stops_and_still_writes_final_model(corpus: dict) -> None:
     assert config["training"]["source"] in config["training"]["candidates"]
 
 
+def test_budget_schedule_decays_over_what_the_budget_allows(corpus: dict) -> None:
+    # schedule.span budget: after the probe, the cosine is planned to end with the time budget,
+    # the plan is kept in the checkpoint, and the lr logged at the end is the final ratio's.
+    conf = write_conf(corpus["root"] / "span.yaml", training={"epochs": 1000, "log_every": 1},
+                      schedule={"kind": "cosine", "warmup_steps": 2, "final_lr_ratio": 0.05, "span": "budget",
+                                "probe_steps": 8})
+    tok = CharTokenizer.from_lang_dir(corpus["lang"])
+    summary = run_training(options(corpus, conf, "exp_span", max_minutes=0.05), tokenizer=tok)
+    state = load_checkpoint(latest_checkpoint(corpus["root"] / "exp_span"))["state"]
+    planned = state["planned_steps"]
+    assert 8 < planned < 1000 * 4, planned   # far fewer than 1000 epochs' worth
+    rows = list(csv.DictReader(open(corpus["root"] / "exp_span" / "train_log.csv", encoding="utf-8")))
+    lrs = {int(r["step"]): float(r["lr"]) for r in rows if r.get("lr")}
+    peak = max(lrs.values())
+    past_plan = [lr for step, lr in lrs.items() if step >= planned]
+    assert past_plan and all(lr == pytest.approx(0.05 * peak, rel=1e-3) for lr in past_plan), (planned, summary)
+
+
+def test_plan_steps_spans_the_remaining_budget() -> None:
+    from kocall.conformer_ctc.train import plan_steps
+
+    assert plan_steps(step=50, seconds_per_step=2.0, remaining_s=2000.0, total_steps=10**6, warmup_steps=100) == 1000
+    assert plan_steps(50, 2.0, 2000.0, total_steps=600, warmup_steps=100) == 600      # never past the epochs
+    assert plan_steps(50, 2.0, 0.0, total_steps=600, warmup_steps=100) == 101        # never inside the warm-up
+
+
 def test_batches_are_bounded_deterministic_and_sharded() -> None:
     lengths = np.random.default_rng(0).integers(50, 400, size=300)
     batches = make_batches(lengths, max_frames=2000, seed=5, epoch=2)

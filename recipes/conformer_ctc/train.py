@@ -295,6 +295,14 @@ def lr_factor(step: int, cfg: ScheduleConfig, total_steps: int) -> float:
     return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def plan_steps(step: int, seconds_per_step: float, remaining_s: float, total_steps: int, warmup_steps: int) -> int:
+    """The step a budget-spanning schedule ends at: what the remaining time allows at the measured
+    speed, less 5 % for the epoch-end dev passes and checkpoints; never beyond `total_steps`
+    (the configured epochs) nor inside the warm-up."""
+    affordable = int(0.95 * max(0.0, remaining_s) / max(seconds_per_step, 1e-9))
+    return max(warmup_steps + 1, min(total_steps, step + affordable))
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 
@@ -566,6 +574,8 @@ class Trainer:
             log.info("%s", self.init_source)
         self.model = self.model.to(self.device)
         opt = self.cfg.optim
+        self.state = TrainState()
+        self._run_start_step: int | None = None   # first step of this process (schedule probe)
         self.optimizer = torch.optim.AdamW(self.family.param_groups(self.model, self.cfg),
                                            lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -581,8 +591,6 @@ class Trainer:
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp_model = nn.parallel.DistributedDataParallel(self.forward_module, device_ids=ids)
-        self.state = TrainState()
-        self._run_start_step: int | None = None   # first step of this process (schedule probe)
 
     def _use_hidden_cache(self, blocks: int) -> None:
         """Replace the train/dev sets by cached outputs of the frozen front end and blocks [0, blocks).
@@ -736,9 +744,8 @@ class Trainer:
         seconds = all_reduce_sum(torch.tensor(time.time() - run_start, dtype=torch.float64)).item()
         per_step = seconds / self.dist.world_size / done
         remaining = budget * 60 - self.state.elapsed - (time.time() - run_start)
-        # 5 % for the epoch-end dev passes and checkpoints
-        planned = self.state.step + int(0.95 * max(0.0, remaining) / per_step)
-        self.state.planned_steps = max(sched.warmup_steps + 1, min(self.total_steps, planned))
+        self.state.planned_steps = plan_steps(self.state.step, per_step, remaining, self.total_steps,
+                                              sched.warmup_steps)
         if self.dist.is_main:
             log.info("schedule: %.2f s/step, the lr decays over %d steps (%.1f of %d epochs) in the %.0f-min budget",
                      per_step, self.state.planned_steps, self.state.planned_steps / self.steps_per_epoch,
