@@ -12,6 +12,7 @@ the others still decode, and the exit status is 1 at the end.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -258,11 +259,13 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
               help="phrases to boost, one per line, optional per-unit weight: '명동점 :2.5' (kocall.hotwords)")
 @click.option("--hotword-weight", type=float, default=1.5, show_default=True,
               help="bonus per unit of a matched hotword (ln) for phrases without their own weight")
+@click.option("--hotword-lm-compensation", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="add this share of each hotword's per-unit LM cost (x --lm-weight) to its bonus (kocall.hotwords)")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=MAX_DECODE_SECONDS,
               show_default=True, help="longest utterance decoded; longer ones are reported and skipped")
 @allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
-               token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, max_seconds) -> None:
+               token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds) -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
@@ -285,8 +288,9 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                         nbest=min(nbest, beam), blank_id=tokenizer.blank_id)
     if hotwords and greedy:
         raise KocallError("--hotwords biases the beam search; it cannot be used with --greedy")
-    context = compile_hotwords(hotwords, tokenizer, hotword_weight) if hotwords else None  # a bad list fails first
     tables = load_lm_tables(lm, Path(model_dir) / "tokens.txt") if lm and not greedy else None
+    context = (compile_hotwords(hotwords, tokenizer, hotword_weight, tables, cfg.lm_weight * math.log(10),
+                                hotword_lm_compensation) if hotwords else None)
     make_feats = FeatureMaker(Path(model_dir), config, max_seconds)
     feats, good, failed = [], [], []
     for utt in progress_bar(utts, desc="features", unit="utt", disable=len(utts) < 20):

@@ -14,6 +14,16 @@ bonus per unit (natural-log units, the acoustic score's): a phrase without one g
 global `--hotword-weight`. The compiled form is `kocall_kernels.ctc_decoder.context_graph.
 ContextGraph` (an Aho-Corasick automaton in flat tables; scoring rules in its docstring).
 
+LM compensation (`--hotword-lm-compensation c`, conf/decode.yaml `hotword_lm_compensation`):
+a hotword is by definition a phrase the n-gram LM has not seen, so the LM charges it far
+more per unit than ordinary text, and a fixed bonus either loses to that charge or, raised
+until it wins, biases every other phrase into false alarms. With c > 0 each phrase's bonus
+per unit also carries c x (the LM's per-unit cost of the phrase) x the decoder's LM weight:
+the phrase costs c less of what the LM charges it, each phrase by its own surprise. The cost
+is the phrase's log-probability from the LM's empty context (no `<s>`, no `</s>`), so it does
+not depend on where the phrase is said. Being a per-phrase weight, it keeps the automaton's
+rules: an abandoned match gives it back.
+
 Scoring (`hotword_counts`): with spaces removed from references, hypotheses and phrases (the
 CRR rule), an occurrence of a phrase in a reference counts as recognised when the hypothesis
 of that utterance holds it too (per utterance, min of the two counts); every occurrence in a
@@ -75,13 +85,24 @@ def read_hotwords(path: str | os.PathLike) -> list[Hotword]:
     return out
 
 
-def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float):
+def lm_cost_per_unit(ids: list[int], lm_tables) -> float:
+    """The n-gram LM's cost of a phrase per unit, natural log, from the empty context."""
+    log10_total, _ = lm_tables.score_sentence(ids, bos=False, eos=False)
+    return -log10_total * math.log(10) / max(1, len(ids))
+
+
+def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float, lm_tables=None, lm_weight: float = 0.0,
+                     lm_compensation: float = 0.0):
     """ContextGraph of a hotwords file over `tokenizer`'s units; `weight`: per-unit bonus of
-    phrases without their own."""
+    phrases without their own; with `lm_tables`, `lm_compensation` x `lm_weight` x the phrase's
+    per-unit LM cost is added to its bonus (see the module docstring)."""
     from kocall_kernels.ctc_decoder.context_graph import ContextGraph
 
     if not math.isfinite(weight) or weight <= 0:
         raise DataError(f"hotword weight must be a positive number, not {weight}")
+    if not math.isfinite(lm_compensation) or lm_compensation < 0:
+        raise DataError(f"hotword LM compensation must be a number >= 0, not {lm_compensation}")
+    compensate = lm_tables is not None and lm_compensation > 0 and lm_weight > 0
     phrases = []
     for hw in read_hotwords(path):
         ids = tokenizer.encode(hw.phrase)
@@ -89,7 +110,10 @@ def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float):
             unknown = list(dict.fromkeys(ch for ch in hw.phrase if not ch.isspace() and tokenizer.unk_count(ch)))
             raise DataError(f"hotwords file '{path}' line {hw.line}: phrase '{hw.phrase}' has characters the "
                             f"model's units cannot spell: {' '.join(unknown) or '(unknown piece)'}")
-        phrases.append((ids, hw.weight if hw.weight is not None else weight))
+        bonus = hw.weight if hw.weight is not None else weight
+        if compensate:
+            bonus += lm_compensation * lm_weight * lm_cost_per_unit(ids, lm_tables)
+        phrases.append((ids, bonus))
     return ContextGraph.build(phrases, len(tokenizer))
 
 

@@ -94,6 +94,35 @@ def test_compile_over_the_model_units(char_model, tmp_path: Path) -> None:
         assert (getattr(graph, name) == getattr(want, name)).all(), name
 
 
+def test_lm_compensation_adds_each_phrase_its_own_lm_cost(char_model, tmp_path: Path) -> None:
+    # Bonus per unit = weight + c x lm_weight x (the phrase's LM cost per unit, ln, empty context):
+    # compared with the plain graph, a completed phrase keeps exactly c x lm_weight x its LM cost more.
+    import math
+
+    path = tmp_path / "hotwords"
+    path.write_text("가나다 :2\n다가\n", encoding="utf-8")
+    tok, tables = char_model["tokenizer"], char_model["tables"]
+    plain = compile_hotwords(path, tok, 0.5)
+    boosted = compile_hotwords(path, tok, 0.5, tables, lm_weight=0.8, lm_compensation=0.5)
+    for phrase in ("가나다", "다가"):
+        ids = tok.encode(phrase)
+        log10_total, _ = tables.score_sentence(ids, bos=False, eos=False)
+        kept = []
+        for graph in (plain, boosted):
+            state, total = 0, 0.0
+            for unit in ids:
+                bonus, state = graph.step(state, unit)
+                total += bonus
+            kept.append(total - float(graph.state_score[state]))   # what stays after the end-of-utterance give-back
+        assert kept[1] - kept[0] == pytest.approx(0.5 * 0.8 * -log10_total * math.log(10), rel=1e-5), phrase
+        assert log10_total < 0
+    # No LM, or c = 0: the plain graph.
+    for graph in (compile_hotwords(path, tok, 0.5, None, 0.8, 1.0), compile_hotwords(path, tok, 0.5, tables, 0.8, 0.0)):
+        assert (graph.state_output == plain.state_output).all()
+    with pytest.raises(DataError, match="LM compensation"):
+        compile_hotwords(path, tok, 0.5, tables, 0.8, -1.0)
+
+
 def test_unknown_characters_are_one_line_naming_the_phrase(char_model, tmp_path: Path) -> None:
     path = tmp_path / "hotwords"
     path.write_text("가나\n가락점 :2\n", encoding="utf-8")

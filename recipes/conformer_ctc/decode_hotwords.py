@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 from kocall.conformer_ctc.decode import load_decode_conf, set_log_probs, write_decode
@@ -50,9 +51,12 @@ def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: s
         raise DataError(f"file '{best_file}' is missing: run the decode stage's weight search first")
     best = json.loads(best_file.read_text(encoding="utf-8"))
     model, tokenizer, config = load_model_dir(amdir / "final", device)
-    graphs = {path: compile_hotwords(path, tokenizer, weight) for path in set(lists.values())}  # all checked first
     lm_path = lang / "lm" / "lm.arpa"
     tables = load_lm_tables(lm_path, lang / "tokens.txt")
+    compensation = float(conf.get("hotword_lm_compensation", 0.0))
+    graphs = {path: compile_hotwords(path, tokenizer, weight, tables, float(best["lm_weight"]) * math.log(10),
+                                     compensation)
+              for path in set(lists.values())}  # all checked first
     bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
     cfg = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
                         token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
@@ -67,7 +71,8 @@ def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: s
                      [tokenizer.decode(h[0].tokens) if h else "" for h in hyps],
                      {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(lm_path), "lm_weight": cfg.lm_weight,
                       "word_bonus": cfg.word_bonus, "bonus_unit": conf.get("bonus_unit", "token"),
-                      "hotwords": str(path), "hotword_weight": weight, "hotword_phrases": graphs[path].num_phrases})
+                      "hotwords": str(path), "hotword_weight": weight,
+                      "hotword_lm_compensation": compensation, "hotword_phrases": graphs[path].num_phrases})
         log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, graphs[path].num_phrases)
     return list(lists)
 
