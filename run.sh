@@ -64,7 +64,8 @@ export KOCALL_ALLOW_PIPES=$([ "$allow_pipes" = true ] && echo 1 || echo 0)
 
 case "$corpus" in
   synth) corpus_dir=${corpus_dir:-corpora/synth} ;;
-  shared-ko) corpus_dir=${corpus_dir:-../shared} ;;
+  shared-ko) corpus_dir=${corpus_dir:-../shared}
+             export KOCALL_SHARED=${KOCALL_SHARED:-$corpus_dir} ;;  # its models/ too (Whisper's weights)
   *) [ -n "$corpus_dir" ] || { echo "$0: --corpus $corpus needs --corpus-dir" >&2; exit 1; } ;;
 esac
 for v in data exp; do  # the corpus is an input: an output root on it would replace it

@@ -86,6 +86,58 @@ SQRT2 = np.float32(math.sqrt(2.0))
 LN2 = np.float32(math.log(2.0))
 
 
+# The radix-3 and radix-5 butterflies, written once in the Python subset that numba.njit
+# (here, inlined into the lane loop) and numba.cuda.jit(device=True) (cuda.py) both compile:
+# the r inputs of one butterfly (x0 in place, x1.. to be twiddled by w1..) -> its r outputs.
+def radix3_butterfly(x0r, x0i, x1r, x1i, x2r, x2i, w1r, w1i, w2r, w2i):
+    y1r = w1r * x1r - w1i * x1i
+    y1i = w1r * x1i + w1i * x1r
+    y2r = w2r * x2r - w2i * x2i
+    y2i = w2r * x2i + w2i * x2r
+    sr = y1r + y2r
+    si = y1i + y2i
+    mr = x0r - np.float32(0.5) * sr
+    mi = x0i - np.float32(0.5) * si
+    dr = S3 * (y1r - y2r)
+    di = S3 * (y1i - y2i)
+    # X0 = x0 + s, X1 = m - i d, X2 = m + i d
+    return x0r + sr, x0i + si, mr + di, mi - dr, mr - di, mi + dr
+
+
+def radix5_butterfly(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, x4r, x4i, w1r, w1i, w2r, w2i, w3r, w3i, w4r, w4i):
+    y1r = w1r * x1r - w1i * x1i
+    y1i = w1r * x1i + w1i * x1r
+    y2r = w2r * x2r - w2i * x2i
+    y2i = w2r * x2i + w2i * x2r
+    y3r = w3r * x3r - w3i * x3i
+    y3i = w3r * x3i + w3i * x3r
+    y4r = w4r * x4r - w4i * x4i
+    y4i = w4r * x4i + w4i * x4r
+    t1r = y1r + y4r
+    t1i = y1i + y4i
+    t2r = y2r + y3r
+    t2i = y2i + y3i
+    t3r = y1r - y4r
+    t3i = y1i - y4i
+    t4r = y2r - y3r
+    t4i = y2i - y3i
+    p1r = x0r + C51 * t1r + C52 * t2r
+    p1i = x0i + C51 * t1i + C52 * t2i
+    p2r = x0r + C52 * t1r + C51 * t2r
+    p2i = x0i + C52 * t1i + C51 * t2i
+    q1r = S51 * t3r + S52 * t4r
+    q1i = S51 * t3i + S52 * t4i
+    q2r = S52 * t3r - S51 * t4r
+    q2i = S52 * t3i - S51 * t4i
+    # X0 = x0 + t1 + t2, X1 = p1 - i q1, X2 = p2 - i q2, X3 = p2 + i q2, X4 = p1 + i q1
+    return (x0r + t1r + t2r, x0i + t1i + t2i, p1r + q1i, p1i - q1r, p2r + q2i, p2i - q2r,
+            p2r - q2i, p2i + q2r, p1r - q1i, p1i + q1r)
+
+
+_radix3 = njit(cache=True, inline="always")(radix3_butterfly)
+_radix5 = njit(cache=True, inline="always")(radix5_butterfly)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _fbank_frames(pcm, lengths, frame_utt, frame_t, seeds, out, win, shift, pad, center, dither, preemph, remove_dc,
                   use_log10, log_floor, window, fft_perm, radix, tw_re, tw_im, post_re, post_im, mel_start, mel_len,
@@ -208,22 +260,9 @@ def _fbank_frames(pcm, lengths, frame_utt, frame_t, seeds, out, win, shift, pad,
                             w1r, w1i = tw_re[j * step], tw_im[j * step]
                             w2r, w2i = tw_re[2 * j * step], tw_im[2 * j * step]
                             for l in range(LANES):
-                                y1r = w1r * zr[a1, l] - w1i * zi[a1, l]
-                                y1i = w1r * zi[a1, l] + w1i * zr[a1, l]
-                                y2r = w2r * zr[a2, l] - w2i * zi[a2, l]
-                                y2i = w2r * zi[a2, l] + w2i * zr[a2, l]
-                                sr = y1r + y2r
-                                si = y1i + y2i
-                                mr = zr[a, l] - np.float32(0.5) * sr
-                                mi = zi[a, l] - np.float32(0.5) * si
-                                dr = S3 * (y1r - y2r)
-                                di = S3 * (y1i - y2i)
-                                zr[a, l] += sr
-                                zi[a, l] += si
-                                zr[a1, l] = mr + di      # X1 = m - i d
-                                zi[a1, l] = mi - dr
-                                zr[a2, l] = mr - di      # X2 = m + i d
-                                zi[a2, l] = mi + dr
+                                (zr[a, l], zi[a, l], zr[a1, l], zi[a1, l], zr[a2, l], zi[a2, l]) = _radix3(
+                                    zr[a, l], zi[a, l], zr[a1, l], zi[a1, l], zr[a2, l], zi[a2, l],
+                                    w1r, w1i, w2r, w2i)
                         else:  # r == 5
                             a1 = a + span
                             a2 = a1 + span
@@ -234,42 +273,11 @@ def _fbank_frames(pcm, lengths, frame_utt, frame_t, seeds, out, win, shift, pad,
                             w3r, w3i = tw_re[3 * j * step], tw_im[3 * j * step]
                             w4r, w4i = tw_re[4 * j * step], tw_im[4 * j * step]
                             for l in range(LANES):
-                                y0r = zr[a, l]
-                                y0i = zi[a, l]
-                                y1r = w1r * zr[a1, l] - w1i * zi[a1, l]
-                                y1i = w1r * zi[a1, l] + w1i * zr[a1, l]
-                                y2r = w2r * zr[a2, l] - w2i * zi[a2, l]
-                                y2i = w2r * zi[a2, l] + w2i * zr[a2, l]
-                                y3r = w3r * zr[a3, l] - w3i * zi[a3, l]
-                                y3i = w3r * zi[a3, l] + w3i * zr[a3, l]
-                                y4r = w4r * zr[a4, l] - w4i * zi[a4, l]
-                                y4i = w4r * zi[a4, l] + w4i * zr[a4, l]
-                                t1r = y1r + y4r
-                                t1i = y1i + y4i
-                                t2r = y2r + y3r
-                                t2i = y2i + y3i
-                                t3r = y1r - y4r
-                                t3i = y1i - y4i
-                                t4r = y2r - y3r
-                                t4i = y2i - y3i
-                                p1r = y0r + C51 * t1r + C52 * t2r
-                                p1i = y0i + C51 * t1i + C52 * t2i
-                                p2r = y0r + C52 * t1r + C51 * t2r
-                                p2i = y0i + C52 * t1i + C51 * t2i
-                                q1r = S51 * t3r + S52 * t4r
-                                q1i = S51 * t3i + S52 * t4i
-                                q2r = S52 * t3r - S51 * t4r
-                                q2i = S52 * t3i - S51 * t4i
-                                zr[a, l] = y0r + t1r + t2r
-                                zi[a, l] = y0i + t1i + t2i
-                                zr[a1, l] = p1r + q1i    # X1 = p1 - i q1
-                                zi[a1, l] = p1i - q1r
-                                zr[a4, l] = p1r - q1i    # X4 = p1 + i q1
-                                zi[a4, l] = p1i + q1r
-                                zr[a2, l] = p2r + q2i    # X2 = p2 - i q2
-                                zi[a2, l] = p2i - q2r
-                                zr[a3, l] = p2r - q2i    # X3 = p2 + i q2
-                                zi[a3, l] = p2i + q2r
+                                (zr[a, l], zi[a, l], zr[a1, l], zi[a1, l], zr[a2, l], zi[a2, l], zr[a3, l], zi[a3, l],
+                                 zr[a4, l], zi[a4, l]) = _radix5(
+                                    zr[a, l], zi[a, l], zr[a1, l], zi[a1, l], zr[a2, l], zi[a2, l],
+                                    zr[a3, l], zi[a3, l], zr[a4, l], zi[a4, l],
+                                    w1r, w1i, w2r, w2i, w3r, w3i, w4r, w4i)
             # 5. split into the pad-point real spectrum's power, bins 0..M (M = Nyquist).
             for k in range(m_half):
                 mk = m_half - k if k > 0 else 0

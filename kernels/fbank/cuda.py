@@ -25,8 +25,8 @@ import numpy as np
 from numba import cuda
 
 from kocall_kernels.fbank.config import MAX_PAD, WHISPER_DYN_RANGE, FbankConfig, FbankTables
-from kocall_kernels.fbank.cpu import (C51, C52, S3, S51, S52, TABLE_NAMES, gauss_from_hash, kernel_params,
-                                      reflect_index, splitmix64)
+from kocall_kernels.fbank.cpu import (TABLE_NAMES, gauss_from_hash, kernel_params, radix3_butterfly,
+                                      radix5_butterfly, reflect_index, splitmix64)
 
 MAX_THREADS = 256
 _HALF_PAD = MAX_PAD // 2
@@ -34,6 +34,8 @@ _HALF_PAD = MAX_PAD // 2
 _splitmix64_dev = cuda.jit(device=True)(splitmix64)
 _gauss_dev = cuda.jit(device=True)(gauss_from_hash)
 _reflect_dev = cuda.jit(device=True)(reflect_index)
+_radix3_dev = cuda.jit(device=True, inline=True)(radix3_butterfly)
+_radix5_dev = cuda.jit(device=True, inline=True)(radix5_butterfly)
 
 
 @cuda.jit
@@ -116,75 +118,18 @@ def _fbank_kernel(pcm, lengths, frame_utt, frame_t, seeds, out, utt_max, win, sh
             elif r == 3:
                 a1 = a + span
                 a2 = a1 + span
-                w1r = tw_re[j * step]
-                w1i = tw_im[j * step]
-                w2r = tw_re[2 * j * step]
-                w2i = tw_im[2 * j * step]
-                y1r = w1r * zr[a1] - w1i * zi[a1]
-                y1i = w1r * zi[a1] + w1i * zr[a1]
-                y2r = w2r * zr[a2] - w2i * zi[a2]
-                y2i = w2r * zi[a2] + w2i * zr[a2]
-                sr = y1r + y2r
-                si = y1i + y2i
-                mr = zr[a] - np.float32(0.5) * sr
-                mi = zi[a] - np.float32(0.5) * si
-                dr = S3 * (y1r - y2r)
-                di = S3 * (y1i - y2i)
-                zr[a] += sr
-                zi[a] += si
-                zr[a1] = mr + di
-                zi[a1] = mi - dr
-                zr[a2] = mr - di
-                zi[a2] = mi + dr
+                (zr[a], zi[a], zr[a1], zi[a1], zr[a2], zi[a2]) = _radix3_dev(
+                    zr[a], zi[a], zr[a1], zi[a1], zr[a2], zi[a2],
+                    tw_re[j * step], tw_im[j * step], tw_re[2 * j * step], tw_im[2 * j * step])
             else:  # r == 5
                 a1 = a + span
                 a2 = a1 + span
                 a3 = a2 + span
                 a4 = a3 + span
-                y0r = zr[a]
-                y0i = zi[a]
-                w1r = tw_re[j * step]
-                w1i = tw_im[j * step]
-                w2r = tw_re[2 * j * step]
-                w2i = tw_im[2 * j * step]
-                w3r = tw_re[3 * j * step]
-                w3i = tw_im[3 * j * step]
-                w4r = tw_re[4 * j * step]
-                w4i = tw_im[4 * j * step]
-                y1r = w1r * zr[a1] - w1i * zi[a1]
-                y1i = w1r * zi[a1] + w1i * zr[a1]
-                y2r = w2r * zr[a2] - w2i * zi[a2]
-                y2i = w2r * zi[a2] + w2i * zr[a2]
-                y3r = w3r * zr[a3] - w3i * zi[a3]
-                y3i = w3r * zi[a3] + w3i * zr[a3]
-                y4r = w4r * zr[a4] - w4i * zi[a4]
-                y4i = w4r * zi[a4] + w4i * zr[a4]
-                t1r = y1r + y4r
-                t1i = y1i + y4i
-                t2r = y2r + y3r
-                t2i = y2i + y3i
-                t3r = y1r - y4r
-                t3i = y1i - y4i
-                t4r = y2r - y3r
-                t4i = y2i - y3i
-                p1r = y0r + C51 * t1r + C52 * t2r
-                p1i = y0i + C51 * t1i + C52 * t2i
-                p2r = y0r + C52 * t1r + C51 * t2r
-                p2i = y0i + C52 * t1i + C51 * t2i
-                q1r = S51 * t3r + S52 * t4r
-                q1i = S51 * t3i + S52 * t4i
-                q2r = S52 * t3r - S51 * t4r
-                q2i = S52 * t3i - S51 * t4i
-                zr[a] = y0r + t1r + t2r
-                zi[a] = y0i + t1i + t2i
-                zr[a1] = p1r + q1i
-                zi[a1] = p1i - q1r
-                zr[a4] = p1r - q1i
-                zi[a4] = p1i + q1r
-                zr[a2] = p2r + q2i
-                zi[a2] = p2i - q2r
-                zr[a3] = p2r - q2i
-                zi[a3] = p2i + q2r
+                (zr[a], zi[a], zr[a1], zi[a1], zr[a2], zi[a2], zr[a3], zi[a3], zr[a4], zi[a4]) = _radix5_dev(
+                    zr[a], zi[a], zr[a1], zi[a1], zr[a2], zi[a2], zr[a3], zi[a3], zr[a4], zi[a4],
+                    tw_re[j * step], tw_im[j * step], tw_re[2 * j * step], tw_im[2 * j * step],
+                    tw_re[3 * j * step], tw_im[3 * j * step], tw_re[4 * j * step], tw_im[4 * j * step])
         cuda.syncthreads()
 
     # 4. split step to the real spectrum; power of bins 0..M into `frame` (no longer needed).

@@ -26,8 +26,9 @@ DIM_KEYS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_l
 
 def default_checkpoint_candidates(size: str) -> list[Path]:
     """Where a checkpoint of `size` is looked for when the config names none that exists."""
-    shared = Path(os.environ.get("KOCALL_SHARED", "../shared"))
-    return [shared / "models" / f"whisper-{size}" / "encoder.pt",
+    from kocall.paths import shared_root
+
+    return [shared_root() / "models" / f"whisper-{size}" / "encoder.pt",
             Path.home() / ".cache" / "whisper" / f"{size}.pt"]
 
 
