@@ -363,3 +363,45 @@ def test_null_checkpoint_means_the_default_places_and_none_means_random(tmp_path
         cfg.pretrained = PretrainedConfig(checkpoint=random_init, size="tiny")
         cfg.model = dict(TINY_DIMS, extra_layers=0)
         assert family.initialise(family.build(family.model_config(cfg, TINY_DIMS["n_mels"], 7)), cfg) is None
+
+
+def test_hidden_cache_is_named_by_its_key_and_shared(tmp_path: Path) -> None:
+    """A cache file is reused by anything with the same key (another model's upper layers,
+    another unit inventory), and a change of data, augmentation or frozen weights gets its own."""
+    from tests.test_train import N_MELS, TEXTS, make_data_dir
+
+    from kocall.augment import AugmentConfig
+    from kocall.dataset import SpeechDataset, UttEntry, build_hidden_cache
+
+    train = make_data_dir(tmp_path, TEXTS[:3], seed=0)
+    entries = [UttEntry(line.split()[0], line.split(" ", 1)[1], 0, [], "")
+               for line in (train / "feats.scp").read_text().splitlines()]
+    for e, line in zip(entries, (train / "utt2num_frames").read_text().splitlines()):
+        e.num_frames = int(line.split()[1])
+    torch.manual_seed(0)
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=5, **dict(TINY_DIMS, n_mels=N_MELS)))
+    model.encoder.blocks[0].requires_grad_(False)
+    spec = {"enabled": True, "num_freq_masks": 1, "max_freq_width": 2, "time_mask_ratio": 0.0}
+
+    def cache(augment: AugmentConfig, net: WhisperCTC = model) -> list[list[torch.Tensor]]:
+        source = SpeechDataset(entries, None, augment=augment, seed=1)
+        return build_hidden_cache(source, 2, tmp_path / "cache" / "train", net, 1, torch.device("cpu"), seed=1)
+
+    first = cache(AugmentConfig.from_dict({"spec_augment": spec}))
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(names) == 2 and all(re.fullmatch(r"train-[0-9a-f]{16}-view[01]\.pt", n) for n in names)
+    # Same key: read back, not recomputed (a model whose frozen part would fail says so).
+    original = model.frozen_front
+    model.frozen_front = lambda *a: (_ for _ in ()).throw(AssertionError("recomputed"))  # type: ignore
+    again = cache(AugmentConfig.from_dict({"spec_augment": spec}))
+    assert all(torch.equal(a, b) for va, vb in zip(first, again) for a, b in zip(va, vb))
+    model.frozen_front = original  # type: ignore
+    # Other augmentation: a new key, its own files beside the first.
+    other = cache(AugmentConfig.from_dict({"spec_augment": dict(spec, max_freq_width=4)}))
+    assert len(list((tmp_path / "cache").iterdir())) == 4
+    assert torch.equal(other[0][0], first[0][0])           # view 0 is clean in both
+    # Other frozen weights: another key again.
+    with torch.no_grad():
+        model.encoder.blocks[0].mlp[0].weight.add_(0.01)
+    cache(AugmentConfig.from_dict({"spec_augment": spec}))
+    assert len(list((tmp_path / "cache").iterdir())) == 6
