@@ -726,20 +726,22 @@ class Trainer:
                 return "time"
         return "done"
 
-    def _plan_schedule(self, run_start: float) -> None:
-        """schedule.span budget: after probe_steps of this run, fix the steps the lr decays over.
+    def _plan_schedule(self, run_start: float, replan: bool = False) -> None:
+        """schedule.span budget: after probe_steps of this run, plan the steps the lr decays over.
 
         On a CPU budget a cosine over `epochs` would be cut while the lr is still high; this
-        spans what max_minutes allows at the measured speed instead (at most `epochs`). The
-        plan is kept in the checkpoint, so a resumed run follows the same schedule.
+        spans what max_minutes allows at the measured speed instead (at most `epochs`). Each
+        epoch end (`replan`) plans again from the speed so far, checkpoints and dev passes
+        included, which the probe's first steps do not see. The plan is kept in the
+        checkpoint, so a resumed run follows it.
         """
         sched, budget = self.cfg.schedule, self.cfg.training.max_minutes
-        if sched.span != "budget" or budget <= 0 or self.state.planned_steps:
+        if sched.span != "budget" or budget <= 0 or (self.state.planned_steps and not replan):
             return
         if self._run_start_step is None:
             self._run_start_step = self.state.step
         done = self.state.step - self._run_start_step
-        if done < sched.probe_steps:
+        if done < sched.probe_steps or (replan and not self.state.planned_steps):
             return
         seconds = all_reduce_sum(torch.tensor(time.time() - run_start, dtype=torch.float64)).item()
         per_step = seconds / self.dist.world_size / done
@@ -747,9 +749,9 @@ class Trainer:
         self.state.planned_steps = plan_steps(self.state.step, per_step, remaining, self.total_steps,
                                               sched.warmup_steps)
         if self.dist.is_main:
-            log.info("schedule: %.2f s/step, the lr decays over %d steps (%.1f of %d epochs) in the %.0f-min budget",
-                     per_step, self.state.planned_steps, self.state.planned_steps / self.steps_per_epoch,
-                     self.cfg.training.epochs, budget)
+            log.info("schedule%s: %.2f s/step, the lr decays over %d steps (%.1f of %d epochs) in the %.0f-min budget",
+                     " (re-planned)" if replan else "", per_step, self.state.planned_steps,
+                     self.state.planned_steps / self.steps_per_epoch, self.cfg.training.epochs, budget)
 
     def _checkpoint(self, run_start: float) -> None:
         saved_elapsed = self.state.elapsed
@@ -773,6 +775,7 @@ class Trainer:
             log.info("epoch %d step %d: dev loss %.4f, dev CER %.2f%%", self.state.epoch, self.state.step,
                      dev_loss, dev_cer)
         self.save_epoch_weights()
+        self._plan_schedule(run_start, replan=True)
         self._checkpoint(run_start)
 
     def run(self) -> dict:
