@@ -173,9 +173,11 @@ def _report_mismatches(result: ScoreResult, hyp_path: str) -> None:
 @click.option("--align", "align_path", type=click.Path(dir_okay=False), help="write an sclite-style alignment")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="also write the JSON object to this file")
 @click.option("--summary-out", type=click.Path(dir_okay=False), help="also write the summary line to this file")
+@click.option("--hotwords", "hotwords_path", type=click.Path(dir_okay=False),
+              help="a hotwords list: also print its recall and false alarms (kocall.hotwords)")
 def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | None,
-              json_out: str | None, summary_out: str | None) -> None:
-    """Score HYP against REF: CRR and CER (spaces removed), WER."""
+              json_out: str | None, summary_out: str | None, hotwords_path: str | None) -> None:
+    """Score HYP against REF: CRR and CER (spaces removed), WER; with --hotwords, their recall."""
     from kocall.fileio import check_output_dir
 
     for path in (align_path, json_out, summary_out):
@@ -193,6 +195,12 @@ def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | Non
         with atomic_write(summary_out) as handle:
             handle.write(result.summary() + "\n")
     click.echo(payload if as_json else result.summary())
+    if hotwords_path:
+        from kocall.hotwords import hotword_counts, read_hotwords
+
+        counts = hotword_counts({u.utt_id: u.ref for u in result.per_utt}, {u.utt_id: u.hyp for u in result.per_utt},
+                                [hw.phrase for hw in read_hotwords(hotwords_path)])
+        click.echo(counts.summary())
 
 
 # ---------------------------------------------------------------- RESULTS.md (steps/score.sh)

@@ -86,3 +86,15 @@ def test_score_sh_writes_results(tmp_path: Path) -> None:
     bad = subprocess.run([str(ROOT / "steps" / "score.sh"), str(amdir), str(data), "nosuchset"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "no decode_<set>_*/hyp.txt" in bad.stderr
+
+
+def test_cli_hotword_recall(tmp_path: Path) -> None:
+    ref, hyp, hotwords = tmp_path / "ref", tmp_path / "hyp", tmp_path / "hotwords"
+    ref.write_text("a 가락점 어디 있어요\nb 가락점 이수점\nc 네\n", encoding="utf-8")
+    hyp.write_text("a 가락 점 어디 있어요\nb 가라점 이수점\nc 이수점\n", encoding="utf-8")
+    hotwords.write_text("가락점 :2\n이수점\n사당점\n", encoding="utf-8")
+    result = CliRunner().invoke(score_cmd, ["--ref", str(ref), "--hyp", str(hyp), "--hotwords", str(hotwords)])
+    assert result.exit_code == 0, result.output
+    # 3 occurrences (가락점 twice, 이수점 once); 가락 점 counts (spaces removed), 가라점 does not;
+    # 이수점 in c's hypothesis is a false alarm.
+    assert "hotword recall 66.67 (2/3) | false alarms 1 | phrases 3" in result.output
