@@ -23,6 +23,12 @@ Format choice (`config.json` "quantized": "int8-dynamic-linear"):
   (dynamic quantisation), so CPU inference really runs int8 matmuls (fbgemm/x86 on x86,
   qnnpack on ARM) -- smaller and faster, with no calibration data needed.
 * Dynamic int8 kernels exist only on the CPU: an int8 dir loads with device "cpu" only.
+* `quantization.activations` (`kocall export --activations`): "dynamic" (above) or "float":
+  the same int8 file, but at load each weight is dequantised (q x scale) into the float
+  layer, so only the weights' precision is lost (and only the disk and download size
+  shrink). The default is the model family's (`int8_activations`): Conformer-CTC dynamic,
+  Whisper-CTC float (Whisper's activations have outlier channels that per-batch int8
+  clips). A dir without the field is "dynamic".
 
 The directory is self-contained: model.pt, config.json, tokens.txt, cmvn.json, fbank.yaml
 and any other side file of the float dir (e.g. bpe.model) are copied; a relative LM path
@@ -49,6 +55,7 @@ from kocall.errors import KocallError
 from kocall.fileio import atomic_dir, check_output_dir, read_text
 
 QUANT_TAG = "int8-dynamic-linear"
+ACTIVATIONS = ("dynamic", "float")   # quantization.activations of an int8 dir
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("model.pt", "config.json", "tokens.txt", "cmvn.json", "fbank.yaml")
 INT8_SUFFIX = "_int8"      # "<float key>_int8": the int8 values of a quantised weight
@@ -341,8 +348,16 @@ def _int8_module(model: nn.Module, name: str, kind: str, state: dict[str, torch.
     return Int8SelfAttention(in_proj, out_proj, mha.num_heads, mha.embed_dim)
 
 
-def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: dict[str, str]) -> nn.Module:
-    """Load the float tensors into `model`, then swap each listed layer for its int8 twin."""
+def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: dict[str, str],
+                     activations: str = "dynamic") -> nn.Module:
+    """Load the float tensors into `model`, then swap each listed layer for its int8 twin
+    (activations "dynamic"), or load its int8 weights dequantised (activations "float")."""
+    if activations == "float":
+        dequantised = {key: state[key + INT8_SUFFIX].float() * state[key + SCALE_SUFFIX][:, None]
+                       for key in quantized_weight_keys(modules)}
+        float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
+        model.load_state_dict({**float_part, **dequantised}, strict=True)
+        return model.eval()
     torch.backends.quantized.engine = choose_engine()
     float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
     result = model.load_state_dict(float_part, strict=False)
@@ -419,18 +434,27 @@ def _stored_modules(config: dict, model: nn.Module, model_dir: Path) -> dict[str
     return dict(info["modules"])
 
 
+def stored_activations(config: dict, model_dir: Path) -> str:
+    info = config.get("quantization")
+    value = info.get("activations", "dynamic") if isinstance(info, dict) else "dynamic"
+    if value not in ACTIVATIONS:
+        raise _fail(model_dir / "config.json", f"quantization.activations {value!r} is not one of {ACTIVATIONS}")
+    return value
+
+
 def load_int8_model_dir(model_dir: str | os.PathLike, device: str = "cpu", build: BuildFn | None = None
                         ) -> tuple[nn.Module, Any, dict]:
-    """Load an int8 model dir as (model, tokenizer, config); CPU only."""
-    if str(device) != "cpu":
-        raise KocallError(f"model dir '{model_dir}' is int8 ({QUANT_TAG}); its kernels run on the CPU only: "
-                          f"use --device cpu")
+    """Load an int8 model dir as (model, tokenizer, config); dynamic activations: CPU only."""
     model_dir = Path(model_dir)
     model, state, config, _ = validate_model_dir(model_dir, build)
     if config.get("quantized") != QUANT_TAG:
         raise _fail(model_dir / "config.json", f"\"quantized\" is {config.get('quantized')!r}, not \"{QUANT_TAG}\"")
-    model = build_int8_model(model, state, _stored_modules(config, model, model_dir))
-    return model, _load_tokenizer(model_dir), config
+    activations = stored_activations(config, model_dir)
+    if str(device) != "cpu" and activations == "dynamic":
+        raise KocallError(f"model dir '{model_dir}' is int8 ({QUANT_TAG}); its kernels run on the CPU only: "
+                          f"use --device cpu")
+    model = build_int8_model(model, state, _stored_modules(config, model, model_dir), activations)
+    return model.to(device), _load_tokenizer(model_dir), config
 
 
 def load_any_model_dir(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Any, dict]:
@@ -491,22 +515,34 @@ def _rebase_lm_path(value: Any, src: Path, dst: Path) -> Any:
     return os.path.relpath(os.path.normpath(src.resolve() / value), dst.resolve())
 
 
-def is_up_to_date(src: Path, dst: Path) -> bool:
+def is_up_to_date(src: Path, dst: Path, activations: str) -> bool:
     try:
         config = read_config(dst)
     except KocallError:
         return False
-    stored = config.get("quantization", {}).get("source_fingerprint") if isinstance(
-        config.get("quantization"), dict) else None
-    return (stored == _source_fingerprint(src) and all((dst / n).is_file() for n in REQUIRED_FILES))
+    info = config.get("quantization") if isinstance(config.get("quantization"), dict) else {}
+    return (info.get("source_fingerprint") == _source_fingerprint(src)
+            and info.get("activations", "dynamic") == activations
+            and all((dst / n).is_file() for n in REQUIRED_FILES))
+
+
+def default_activations(src: Path) -> str:
+    """The model family's int8 activations (kocall.models: `int8_activations`)."""
+    from kocall.models import arch_of, family
+
+    return family(arch_of(read_config(src))).int8_activations
 
 
 def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn | None = None,
-                if_stale: bool = False) -> ExportSummary:
-    """Write the int8 twin of float model dir `src` to `dst` (atomically, as a whole dir)."""
+                if_stale: bool = False, activations: str | None = None) -> ExportSummary:
+    """Write the int8 twin of float model dir `src` to `dst` (atomically, as a whole dir).
+    activations: "dynamic" or "float" (see the module docstring); None: the family's default."""
     src, dst = Path(src), Path(dst)
     check_output_dir(dst, {"--model": src})  # --out may not be, hold or sit inside the float model
-    if if_stale and dst.is_dir() and is_up_to_date(src, dst):
+    activations = activations or default_activations(src)
+    if activations not in ACTIVATIONS:
+        raise KocallError(f"int8 activations must be one of {ACTIVATIONS}, not {activations!r}")
+    if if_stale and dst.is_dir() and is_up_to_date(src, dst, activations):
         return ExportSummary(dst, dir_size_bytes(src), dir_size_bytes(dst), 0, 0, 0, skipped=True)
     model, state, config, _ = validate_model_dir(src, build)
     if config.get("quantized") not in (False, None, "none"):
@@ -517,7 +553,10 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     out_config["quantized"] = QUANT_TAG
     out_config["quantization"] = {
         "format_version": FORMAT_VERSION,
-        "scheme": "per-output-channel symmetric int8 weights, float32 scales; dynamic int8 activations",
+        "scheme": "per-output-channel symmetric int8 weights, float32 scales; "
+                  + ("dynamic int8 activations" if activations == "dynamic" else "float activations (weights "
+                                                                                  "dequantised at load)"),
+        "activations": activations,
         "modules": modules,
         "source_fingerprint": _source_fingerprint(src),
     }
@@ -544,15 +583,20 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
               help="int8 model dir to write (e.g. exp/.../final_int8)")
 @click.option("--dtype", type=click.Choice(["int8"]), default="int8", show_default=True)
 @click.option("--if-stale", is_flag=True, help="do nothing when --out is already the export of --model")
-def export_cmd(model_dir: str, out_dir: str, dtype: str, if_stale: bool) -> None:
+@click.option("--activations", type=click.Choice(["auto", *ACTIVATIONS]), default="auto", show_default=True,
+              help="dynamic: int8 matmuls (CPU); float: int8 weights dequantised at load; auto: the model "
+                   "family's choice")
+def export_cmd(model_dir: str, out_dir: str, dtype: str, if_stale: bool, activations: str) -> None:
     """Export a float model dir as a compact int8 model dir that `kocall decode` loads."""
-    summary = export_int8(model_dir, out_dir, if_stale=if_stale)
+    summary = export_int8(model_dir, out_dir, if_stale=if_stale,
+                          activations=None if activations == "auto" else activations)
     if summary.skipped:
         click.echo(f"{out_dir}: up to date ({summary.int8_bytes / 1e6:.2f} MB)")
         return
     # Load what was written: an export that cannot be loaded must fail here, not at decode time.
     with contextlib.redirect_stdout(None):
         load_int8_model_dir(out_dir)
-    click.echo(f"{out_dir}: {summary.n_layers} layers as {dtype} "
+    click.echo(f"{out_dir}: {summary.n_layers} layers as {dtype} ({read_config(Path(out_dir))['quantization']['activations']} "
+               f"activations) "
                f"({summary.quantized_params / max(summary.total_params, 1):.0%} of {summary.total_params:,} "
                f"weights); {summary.float_bytes / 1e6:.2f} MB -> {summary.int8_bytes / 1e6:.2f} MB")

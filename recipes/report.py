@@ -204,7 +204,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     """Everything the report says about one model dir (run in a fresh process by default)."""
     import torch
 
-    from kocall.export import QUANT_TAG, SCALE_SUFFIX, dir_size_bytes, load_state_dict, read_config
+    from kocall.export import SCALE_SUFFIX, dir_size_bytes, load_state_dict, read_config
     from kocall.scoring import score_texts
 
     path = Path(model_dir)
@@ -216,6 +216,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     state = load_state_dict(path / "model.pt")
     result: dict[str, Any] = {
         "name": path.name, "path": str(model_dir), "quantized": quantized,
+        "int8_activations": (config.get("quantization") or {}).get("activations", "dynamic") if quantized else None,
         "params": sum(t.numel() for k, t in state.items() if not k.endswith(SCALE_SUFFIX)),
         "size_mb": round(dir_size_bytes(path) / MB, 3), "beam_weights": weights,
         "crr": {}, "rtf": {}, "gpu_peak_mb": None,
@@ -234,7 +235,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
             result["rtf"][f"cpu{n}"][mode] = rtf
             hyps_by_mode.setdefault(mode, hyps)
     want_gpu = cfg.device == "cuda" and torch.cuda.is_available()
-    if want_gpu and quantized != QUANT_TAG:
+    if want_gpu and result["int8_activations"] != "dynamic":   # dynamic int8 kernels are CPU-only
         gpu = make_recognizer(path, "cuda", cfg, weights)
         torch.cuda.reset_peak_memory_stats()
         result["rtf"]["cuda"] = {mode: time_pass(gpu, utts, mode)[0] for mode in modes}
@@ -308,7 +309,10 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 
 def model_table(m: dict[str, Any], sets: list[str], devices: list[str]) -> list[str]:
-    kind = "int8 (dynamic, Linear + attention)" if m["quantized"] else "float32"
+    kind = "float32"
+    if m["quantized"]:
+        kind = ("int8 (dynamic, Linear + attention)" if m.get("int8_activations", "dynamic") == "dynamic"
+                else "int8 weights, float activations")
     lines = [f"### {m['name']} ({kind})", "",
              f"`{m['path']}` -- {m['params']:,} parameters, {_f(m['size_mb'])} MB on disk, "
              f"peak RSS {_f(m['peak_rss_mb'], 0)} MB (+{_f(m['peak_rss_delta_mb'], 0)} MB for model, LM and "

@@ -77,6 +77,33 @@ def test_round_trip_is_close_to_float_and_runs_int8_kernels(exported) -> None:
     assert (ref - out).abs().max() > 0
 
 
+def test_float_activations_load_the_dequantised_weights(exported, tmp_path: Path) -> None:
+    # --activations float: the same int8 file; at load every weight is q x scale in a float layer,
+    # so the model equals the float model with those weights, and it may run on any device.
+    src, dynamic_dst = exported
+    dst = tmp_path / "final_int8_wo"
+    ex.export_int8(src, dst, activations="float")
+    config = json.loads((dst / "config.json").read_text())
+    assert config["quantization"]["activations"] == "float"
+    assert (dst / "model.pt").read_bytes() == (dynamic_dst / "model.pt").read_bytes()
+    model, _, _ = ex.load_int8_model_dir(dst)
+    assert not any(isinstance(m, ex.Int8SelfAttention) for m in model.modules())
+    state = torch.load(dst / "model.pt", weights_only=True)
+    want = float_model(src)
+    for key in [k[: -len(ex.INT8_SUFFIX)] for k in state if k.endswith(ex.INT8_SUFFIX)]:
+        dequantised = state[key + ex.INT8_SUFFIX].float() * state[key + ex.SCALE_SUFFIX][:, None]
+        want.get_parameter(key).data.copy_(dequantised)
+    torch.manual_seed(2)
+    feats, lens = torch.randn(2, 200, N_MELS), torch.tensor([200, 150])
+    with torch.no_grad():
+        assert torch.equal(model(feats, lens)[0], want(feats, lens)[0])
+    # The stage's --if-stale export: a dir of the other kind is not "up to date".
+    assert not ex.export_int8(src, dst, if_stale=True, activations="dynamic").skipped
+    assert ex.export_int8(src, dst, if_stale=True, activations="dynamic").skipped
+    # The family's default: Conformer-CTC dynamic.
+    assert ex.default_activations(src) == "dynamic"
+
+
 def test_int8_dir_is_small_self_contained_and_plain_tensors(exported) -> None:
     src, dst = exported
     assert ex.dir_size_bytes(dst) * 3 < ex.dir_size_bytes(src)

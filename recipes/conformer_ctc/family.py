@@ -21,6 +21,7 @@ def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
 class ConformerFamily:
     arch = ARCH
     uses_cmvn = True
+    int8_activations = "dynamic"
 
     def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
         return ConformerConfig.from_dict(dict(cfg.model, n_mels=n_mels, vocab_size=vocab_size)).to_dict()
