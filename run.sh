@@ -27,10 +27,11 @@ model=              # a model config conf/model_<model>.yaml of any family, e.g.
                     # (pretrained Whisper-base encoder + CTC: the choice for real speech, see README);
                     # default: conformer_ctc_<model-size> (from scratch; conf/model_<model-size>.yaml)
 pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's, see README)
-unit=char           # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
-                    # default char: on shared-ko (README, "Output units") neither unit recognised speech at the
-                    # CPU budget tried (CRR < 10; jamo's beam+LM lead was LM text), and jamo need 4x subsampling
-                    # (2x the work per epoch), unverified within the synthetic recipe's 15-minute budget
+unit=               # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
+                    # default: the model config's `unit:`, else char. whisper_base_ctc says jamo: on shared-ko it
+                    # beat char with beam + LM on both test sets (+2.9 and +3.0 CRR, README "Output units");
+                    # the from-scratch Conformers stay char: neither unit recognised real speech at the CPU
+                    # budget tried, and jamo need 4x subsampling (2x the work), unverified in the 15-min budget
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1
@@ -50,7 +51,7 @@ for v in nj seed; do
 done
 [ "$nj" -ge 1 ] || { echo "$0: --nj must be at least 1" >&2; exit 1; }
 [ "${#seed}" -le 9 ] || { echo "$0: --seed must be below 10^9, not '$seed'" >&2; exit 1; }
-for v in data exp model_size unit; do
+for v in data exp model_size; do
   [ -n "${!v}" ] || { echo "$0: --${v//_/-} must not be empty" >&2; exit 1; }
 done
 for v in model_size model unit; do  # they name files and dirs ($exp/<model>_<unit> is removed by --force)
@@ -75,6 +76,10 @@ done
 if [ -n "$model" ]; then model_conf=conf/model_$model.yaml; model_name=$model
 else model_conf=conf/model_$model_size.yaml; model_name=conformer_ctc_$model_size; fi
 [ -f "$model_conf" ] || { echo "$0: no model config '$model_conf' (see conf/model_*.yaml)" >&2; exit 1; }
+if [ -z "$unit" ]; then  # the model's own choice (`unit:` in its config), else char
+  unit=$(sed -n 's/^unit:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$model_conf"); unit=${unit:-char}
+  case "$unit" in char|jamo|bpe) ;; *) echo "$0: '$model_conf' says unit '$unit' (char, jamo or bpe)" >&2; exit 1 ;; esac
+fi
 amdir=$exp/${model_name}_${unit}
 lang=$data/lang_${unit}
 # The front end is the model's (`fbank:` in its config; default conf/fbank.yaml). Features of

@@ -272,3 +272,16 @@ def test_bad_input_names_utterance_and_file(corpus: dict) -> None:
     opts.model_conf = str(corpus["root"] / "broken.yaml")
     with pytest.raises(KocallError, match="max_framez"):
         Trainer(opts, tokenizer=tok)
+
+
+def test_model_config_may_name_its_units(tmp_path: Path) -> None:
+    # `unit:` is run.sh's default --unit for the model; the shipped Whisper config names jamo.
+    from kocall.conformer_ctc.train import load_train_config
+
+    repo = Path(__file__).resolve().parents[1]
+    assert load_train_config(repo / "conf" / "model_whisper_base_ctc.yaml")[0].unit == "jamo"
+    assert load_train_config(repo / "conf" / "model_small.yaml")[0].unit == ""
+    bad = write_conf(tmp_path / "bad.yaml")
+    bad.write_text(bad.read_text(encoding="utf-8") + "unit: syllable\n", encoding="utf-8")
+    with pytest.raises(KocallError, match="unit must be char, jamo or bpe"):
+        load_train_config(bad)

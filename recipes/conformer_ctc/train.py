@@ -129,6 +129,7 @@ class TrainConfig:
     model: dict
     arch: str = "conformer_ctc"    # the model family (kocall.models)
     fbank: str = "conf/fbank.yaml"  # the front end the model declares (run.sh's feature stage uses it)
+    unit: str = ""                 # the output units run.sh uses for this model when --unit is not given
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -141,7 +142,7 @@ class TrainConfig:
     def from_dict(cls, raw: dict, source: str = "config") -> "TrainConfig":
         if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise KocallError(f"{source}: expected a mapping with a 'model:' section")
-        known = {"arch", "fbank", "model", "pretrained", "finetune", "optim", "schedule", "batching", "augment", "training"}
+        known = {"arch", "fbank", "unit", "model", "pretrained", "finetune", "optim", "schedule", "batching", "augment", "training"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise KocallError(f"{source}: unknown section(s) {unknown}; known: {sorted(known)}")
@@ -155,11 +156,13 @@ class TrainConfig:
             return kind(**values)
 
         cfg = cls(model=dict(raw["model"]), arch=str(raw.get("arch") or "conformer_ctc"),
-                  fbank=str(raw.get("fbank") or "conf/fbank.yaml"),
+                  fbank=str(raw.get("fbank") or "conf/fbank.yaml"), unit=str(raw.get("unit") or ""),
                   pretrained=section("pretrained", PretrainedConfig), finetune=section("finetune", FinetuneConfig),
                   optim=section("optim", OptimConfig),
                   schedule=section("schedule", ScheduleConfig), batching=section("batching", BatchingConfig),
                   augment=AugmentConfig.from_dict(raw.get("augment")), training=section("training", TrainingConfig))
+        if cfg.unit not in ("", "char", "jamo", "bpe"):
+            raise KocallError(f"{source}: unit must be char, jamo or bpe, not '{cfg.unit}'")
         if cfg.schedule.kind not in ("cosine", "noam"):
             raise KocallError(f"{source}: schedule.kind must be cosine or noam, not '{cfg.schedule.kind}'")
         if cfg.schedule.span not in ("epochs", "budget"):
