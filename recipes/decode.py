@@ -23,7 +23,7 @@ import numpy as np
 from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
-from kocall.hotwords import compile_hotwords
+from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, compile_hotwords
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
@@ -257,9 +257,10 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--hotwords", default=None, type=click.Path(dir_okay=False),
               help="phrases to boost, one per line, optional per-unit weight: '명동점 :2.5' (kocall.hotwords)")
-@click.option("--hotword-weight", type=float, default=1.5, show_default=True,
+@click.option("--hotword-weight", type=float, default=DEFAULT_WEIGHT, show_default=True,
               help="bonus per unit of a matched hotword (ln) for phrases without their own weight")
-@click.option("--hotword-lm-compensation", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--hotword-lm-compensation", type=click.FloatRange(min=0), default=DEFAULT_LM_COMPENSATION,
+              show_default=True,
               help="add this share of each hotword's per-unit LM cost (x --lm-weight) to its bonus (kocall.hotwords)")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=MAX_DECODE_SECONDS,
               show_default=True, help="longest utterance decoded; longer ones are reported and skipped")

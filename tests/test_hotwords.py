@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,7 +21,7 @@ from kocall.conformer_ctc import decode as stage
 from kocall.conformer_ctc import decode_hotwords
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import DataError
-from kocall.hotwords import compile_hotwords, hotword_counts, read_hotwords
+from kocall.hotwords import DEFAULT_LM_COMPENSATION, compile_hotwords, hotword_counts, read_hotwords
 from kocall.lang import Tokenizer
 from kocall.scoring import score_decodes
 from kocall_kernels.ctc_decoder import DecoderConfig
@@ -160,11 +161,20 @@ def test_cli_hotwords_match_the_cpu_decoder(setup, char_model, tmp_path: Path) -
     want = best_texts(setup, tok, cfg, char_model["tables"], context)
     assert want != plain  # the phrases really changed the search
     out = tmp_path / "hyp.txt"
-    result = invoke(["--model", char_model["model"], "--data-dir", setup["data"], "--lm", char_model["lm"], "--beam", 4,
-                     "--lm-weight", 0.5, "--word-bonus", 0.5, "--hotwords", hot, "--hotword-weight", 2.0,
-                     "--out", out])
+    args = ["--model", char_model["model"], "--data-dir", setup["data"], "--lm", char_model["lm"], "--beam", 4,
+            "--lm-weight", 0.5, "--word-bonus", 0.5, "--hotwords", hot, "--hotword-weight", 2.0, "--out", out]
+    result = invoke(args + ["--hotword-lm-compensation", 0])
     assert result.exit_code == 0, result.output
     assert read_kaldi_text(out) == want
+    # By default the CLI adds the LM compensation at its own LM weight (kocall.hotwords).
+    import math
+
+    context = compile_hotwords(hot, tok, 2.0, char_model["tables"], 0.5 * math.log(10), DEFAULT_LM_COMPENSATION)
+    assert DEFAULT_LM_COMPENSATION > 0 and not np.array_equal(
+        context.state_output, ContextGraph.build([([4, 5, 6], 3.0), ([7, 8], 2.0)], VOCAB).state_output)
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert read_kaldi_text(out) == best_texts(setup, tok, cfg, char_model["tables"], context)
     greedy = invoke(["--model", char_model["model"], "--data-dir", setup["data"], "--greedy", "--hotwords", hot])
     assert greedy.exit_code == 1 and "cannot be used with --greedy" in greedy.output
 
@@ -175,7 +185,7 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     tok = char_model["tokenizer"]
     amdir, lang, data = stage_layout(tmp_path, char_model["model"], char_model["lm"])
     conf = tmp_path / "decode.yaml"
-    conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 2.0,
+    conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 2.0, "hotword_lm_compensation": 0.0,
                                     "grid": {"beam": 3, "lm_weight": [0.5], "word_bonus": [0.5]}}))
     tables = char_model["tables"]
     cfg = DecoderConfig(beam=3, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)

@@ -19,11 +19,10 @@ from pathlib import Path
 from kocall.conformer_ctc.decode import load_decode_conf, set_log_probs, write_decode
 from kocall.decode import FeatureMaker, decode_rows, load_lm_tables
 from kocall.errors import DataError, KocallError
-from kocall.hotwords import HOTWORDS_FILE, compile_hotwords
+from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, HOTWORDS_FILE, compile_hotwords
 from kocall_kernels.ctc_decoder import DecoderConfig
 
 log = logging.getLogger("kocall.decode_stage")
-DEFAULT_HOTWORD_WEIGHT = 1.5   # sherpa-onnx's default per-unit hotword score
 
 
 def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str, Path]:
@@ -45,7 +44,7 @@ def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: s
         log.info("no set has a hotwords list: nothing to bias")
         return []
     conf = load_decode_conf(decode_conf)
-    weight = float(conf.get("hotword_weight", DEFAULT_HOTWORD_WEIGHT))
+    weight = float(conf.get("hotword_weight", DEFAULT_WEIGHT))
     best_file = amdir / f"decode_{sets[0]}_beam" / "best_weights.json"
     if not best_file.is_file():
         raise DataError(f"file '{best_file}' is missing: run the decode stage's weight search first")
@@ -53,7 +52,7 @@ def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: s
     model, tokenizer, config = load_model_dir(amdir / "final", device)
     lm_path = lang / "lm" / "lm.arpa"
     tables = load_lm_tables(lm_path, lang / "tokens.txt")
-    compensation = float(conf.get("hotword_lm_compensation", 0.0))
+    compensation = float(conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
     graphs = {path: compile_hotwords(path, tokenizer, weight, tables, float(best["lm_weight"]) * math.log(10),
                                      compensation)
               for path in set(lists.values())}  # all checked first
