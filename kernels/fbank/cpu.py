@@ -33,6 +33,7 @@ import math
 import numba
 import numpy as np
 from numba import njit, prange
+from numba.extending import register_jitable
 
 from kocall_kernels.fbank.config import FLT_EPSILON, WHISPER_DYN_RANGE, WHISPER_LOG_FLOOR, FbankConfig, FbankTables
 
@@ -89,11 +90,15 @@ LN2 = np.float32(math.log(2.0))
 # The radix-3 and radix-5 butterflies, written once in the Python subset that numba.njit
 # (here, inlined into the lane loop) and numba.cuda.jit(device=True) (cuda.py) both compile:
 # the r inputs of one butterfly (x0 in place, x1.. to be twiddled by w1..) -> its r outputs.
+@register_jitable(inline="always")
+def cmul(xr, xi, wr, wi):
+    """(xr + i xi) (wr + i wi)."""
+    return wr * xr - wi * xi, wr * xi + wi * xr
+
+
 def radix3_butterfly(x0r, x0i, x1r, x1i, x2r, x2i, w1r, w1i, w2r, w2i):
-    y1r = w1r * x1r - w1i * x1i
-    y1i = w1r * x1i + w1i * x1r
-    y2r = w2r * x2r - w2i * x2i
-    y2i = w2r * x2i + w2i * x2r
+    y1r, y1i = cmul(x1r, x1i, w1r, w1i)
+    y2r, y2i = cmul(x2r, x2i, w2r, w2i)
     sr = y1r + y2r
     si = y1i + y2i
     mr = x0r - np.float32(0.5) * sr
@@ -105,14 +110,10 @@ def radix3_butterfly(x0r, x0i, x1r, x1i, x2r, x2i, w1r, w1i, w2r, w2i):
 
 
 def radix5_butterfly(x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i, x4r, x4i, w1r, w1i, w2r, w2i, w3r, w3i, w4r, w4i):
-    y1r = w1r * x1r - w1i * x1i
-    y1i = w1r * x1i + w1i * x1r
-    y2r = w2r * x2r - w2i * x2i
-    y2i = w2r * x2i + w2i * x2r
-    y3r = w3r * x3r - w3i * x3i
-    y3i = w3r * x3i + w3i * x3r
-    y4r = w4r * x4r - w4i * x4i
-    y4i = w4r * x4i + w4i * x4r
+    y1r, y1i = cmul(x1r, x1i, w1r, w1i)
+    y2r, y2i = cmul(x2r, x2i, w2r, w2i)
+    y3r, y3i = cmul(x3r, x3i, w3r, w3i)
+    y4r, y4i = cmul(x4r, x4i, w4r, w4i)
     t1r = y1r + y4r
     t1i = y1i + y4i
     t2r = y2r + y3r
