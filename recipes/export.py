@@ -483,6 +483,7 @@ class ExportSummary:
     n_layers: int
     quantized_params: int
     total_params: int
+    activations: str = "dynamic"
     skipped: bool = False
 
 
@@ -543,7 +544,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     if activations not in ACTIVATIONS:
         raise KocallError(f"int8 activations must be one of {ACTIVATIONS}, not {activations!r}")
     if if_stale and dst.is_dir() and is_up_to_date(src, dst, activations):
-        return ExportSummary(dst, dir_size_bytes(src), dir_size_bytes(dst), 0, 0, 0, skipped=True)
+        return ExportSummary(dst, dir_size_bytes(src), dir_size_bytes(dst), 0, 0, 0, activations, skipped=True)
     model, state, config, _ = validate_model_dir(src, build)
     if config.get("quantized") not in (False, None, "none"):
         raise _fail(src / "config.json", f"is already quantised ({config.get('quantized')!r}); export a float dir")
@@ -573,7 +574,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     return ExportSummary(
         out_dir=dst, float_bytes=dir_size_bytes(src), int8_bytes=dir_size_bytes(dst), n_layers=len(modules),
         quantized_params=sum(state[k].numel() for k in keys),
-        total_params=sum(t.numel() for t in state.values()))
+        total_params=sum(t.numel() for t in state.values()), activations=activations)
 
 
 @click.command("export")
@@ -596,7 +597,6 @@ def export_cmd(model_dir: str, out_dir: str, dtype: str, if_stale: bool, activat
     # Load what was written: an export that cannot be loaded must fail here, not at decode time.
     with contextlib.redirect_stdout(None):
         load_int8_model_dir(out_dir)
-    click.echo(f"{out_dir}: {summary.n_layers} layers as {dtype} ({read_config(Path(out_dir))['quantization']['activations']} "
-               f"activations) "
+    click.echo(f"{out_dir}: {summary.n_layers} layers as {dtype} ({summary.activations} activations) "
                f"({summary.quantized_params / max(summary.total_params, 1):.0%} of {summary.total_params:,} "
                f"weights); {summary.float_bytes / 1e6:.2f} MB -> {summary.int8_bytes / 1e6:.2f} MB")

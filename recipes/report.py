@@ -204,7 +204,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     """Everything the report says about one model dir (run in a fresh process by default)."""
     import torch
 
-    from kocall.export import SCALE_SUFFIX, dir_size_bytes, load_state_dict, read_config
+    from kocall.export import SCALE_SUFFIX, dir_size_bytes, load_state_dict, read_config, stored_activations
     from kocall.scoring import score_texts
 
     path = Path(model_dir)
@@ -216,7 +216,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     state = load_state_dict(path / "model.pt")
     result: dict[str, Any] = {
         "name": path.name, "path": str(model_dir), "quantized": quantized,
-        "int8_activations": (config.get("quantization") or {}).get("activations", "dynamic") if quantized else None,
+        "int8_activations": stored_activations(config, path) if quantized else None,
         "params": sum(t.numel() for k, t in state.items() if not k.endswith(SCALE_SUFFIX)),
         "size_mb": round(dir_size_bytes(path) / MB, 3), "beam_weights": weights,
         "crr": {}, "rtf": {}, "gpu_peak_mb": None,

@@ -84,7 +84,8 @@ class ScheduleConfig:
     warmup_steps: int = 200
     final_lr_ratio: float = 0.05  # cosine: lr at the last step / peak lr
     span: str = "epochs"          # cosine: decay over `epochs`, or ("budget") over the steps that
-                                  # training.max_minutes allows, measured on the first probe_steps
+                                  # training.max_minutes allows: planned after probe_steps, re-planned
+                                  # at each epoch end (Trainer._plan_schedule)
     probe_steps: int = 50
 
 
