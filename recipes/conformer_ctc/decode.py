@@ -136,10 +136,11 @@ class StageDecoder:
     def log_probs(self, data_dir: Path, nj: int = 1, job: int = 1) -> tuple[list[str], list[np.ndarray]]:
         return set_log_probs(self.model, data_dir, self.make_feats, self.device, nj, job)
 
-    def texts(self, rows: list[np.ndarray], cfg: DecoderConfig | None) -> list[str]:
-        """Best hypothesis per row: greedy when cfg is None, else beam search + LM with cfg."""
+    def texts(self, rows: list[np.ndarray], cfg: DecoderConfig | None, context=None) -> list[str]:
+        """Best hypothesis per row: greedy when cfg is None, else beam search + LM with cfg (and
+        the hotwords' context graph `context`)."""
         hyps = decode_rows(rows, cfg or self.base, None if cfg is None else self.tables, self.device, cfg is None,
-                           self.tokenizer.suppressed_ids, int(self.conf.get("batch_size", 64)))
+                           self.tokenizer.suppressed_ids, int(self.conf.get("batch_size", 64)), context)
         return [self.tokenizer.decode(h[0].tokens) if h else "" for h in hyps]
 
     def grid(self) -> list[tuple[float, float, DecoderConfig]]:
@@ -151,6 +152,13 @@ class StageDecoder:
 
     def best_config(self, best: dict) -> DecoderConfig:
         return DecoderConfig(**{**self.base.__dict__, "lm_weight": best["lm_weight"], "word_bonus": best["word_bonus"]})
+
+    def chosen_weights(self, dev: str) -> dict:
+        """What choose_weights wrote for `dev`."""
+        path = self.amdir / f"decode_{dev}_beam" / "best_weights.json"
+        if not path.is_file():
+            raise DataError(f"file '{path}' is missing: run the decode stage's weight search first")
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def write_greedy(self, name: str, hyps: dict[str, str]) -> None:
         write_decode(self.amdir / f"decode_{name}_greedy", list(hyps), list(hyps.values()),
@@ -218,8 +226,7 @@ def run_job(round_name: str, job: int, nj: int, amdir: Path, lang: Path, data: P
         ids, rows = dec.log_probs(data / sets[0], nj, job)
         out: dict = {"ids": ids, "grid": [dec.texts(rows, cfg) for *_, cfg in dec.grid()]}
     else:
-        best = json.loads((amdir / f"decode_{sets[0]}_beam" / "best_weights.json").read_text(encoding="utf-8"))
-        cfg = dec.best_config(best)
+        cfg = dec.best_config(dec.chosen_weights(sets[0]))
         out = {}
         for name in sets:
             ids, rows = dec.log_probs(data / name, nj, job)

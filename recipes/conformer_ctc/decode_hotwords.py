@@ -11,16 +11,13 @@ that scoring (kocall.scoring) reports hotword recall and false alarms beside CRR
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 
-from kocall.conformer_ctc.decode import load_decode_conf, set_log_probs, write_decode
-from kocall.decode import FeatureMaker, decode_rows, load_lm_tables
+from kocall.conformer_ctc.decode import StageDecoder, write_decode
 from kocall.errors import DataError, KocallError
 from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, HOTWORDS_FILE, compile_hotwords
-from kocall_kernels.ctc_decoder import DecoderConfig
 
 log = logging.getLogger("kocall.decode_stage")
 
@@ -37,39 +34,22 @@ def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str
 def run_hotwords(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str,
                  hotwords: str | None = None) -> list[str]:
     """Decode the sets that have a list (see the module docstring); returns their names."""
-    from kocall.conformer_ctc.model_dir import load_model_dir
-
     lists = hotword_lists(data, sets, hotwords)
     if not lists:
         log.info("no set has a hotwords list: nothing to bias")
         return []
-    conf = load_decode_conf(decode_conf)
-    weight = float(conf.get("hotword_weight", DEFAULT_WEIGHT))
-    best_file = amdir / f"decode_{sets[0]}_beam" / "best_weights.json"
-    if not best_file.is_file():
-        raise DataError(f"file '{best_file}' is missing: run the decode stage's weight search first")
-    best = json.loads(best_file.read_text(encoding="utf-8"))
-    model, tokenizer, config = load_model_dir(amdir / "final", device)
-    lm_path = lang / "lm" / "lm.arpa"
-    tables = load_lm_tables(lm_path, lang / "tokens.txt")
-    compensation = float(conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
-    graphs = {path: compile_hotwords(path, tokenizer, weight, tables, float(best["lm_weight"]) * math.log(10),
+    dec = StageDecoder.load(amdir, lang, device, decode_conf)
+    cfg = dec.best_config(dec.chosen_weights(sets[0]))
+    weight = float(dec.conf.get("hotword_weight", DEFAULT_WEIGHT))
+    compensation = float(dec.conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
+    graphs = {path: compile_hotwords(path, dec.tokenizer, weight, dec.tables, cfg.lm_weight * math.log(10),
                                      compensation)
               for path in set(lists.values())}  # all checked first
-    bonus_token = -1 if conf.get("bonus_unit", "token") == "token" else (tokenizer.space_id or -1)
-    cfg = DecoderConfig(beam=int(conf.get("beam", 16)), token_topk=int(conf.get("token_topk", 16)),
-                        token_min_logp=float(conf.get("token_min_logp", -12.0)), bonus_token=bonus_token,
-                        blank_id=tokenizer.blank_id, lm_weight=float(best["lm_weight"]),
-                        word_bonus=float(best["word_bonus"]))
-    make_feats = FeatureMaker(amdir / "final", config)
     for name, path in lists.items():
-        ids, rows = set_log_probs(model, data / name, make_feats, device)
-        hyps = decode_rows(rows, cfg, tables, device, False, tokenizer.suppressed_ids,
-                           int(conf.get("batch_size", 64)), graphs[path])
-        write_decode(amdir / f"decode_{name}_beam_hotwords", ids,
-                     [tokenizer.decode(h[0].tokens) if h else "" for h in hyps],
-                     {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(lm_path), "lm_weight": cfg.lm_weight,
-                      "word_bonus": cfg.word_bonus, "bonus_unit": conf.get("bonus_unit", "token"),
+        ids, rows = dec.log_probs(data / name)
+        write_decode(amdir / f"decode_{name}_beam_hotwords", ids, dec.texts(rows, cfg, graphs[path]),
+                     {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(dec.lm_path), "lm_weight": cfg.lm_weight,
+                      "word_bonus": cfg.word_bonus, "bonus_unit": dec.conf.get("bonus_unit", "token"),
                       "hotwords": str(path), "hotword_weight": weight,
                       "hotword_lm_compensation": compensation, "hotword_phrases": graphs[path].num_phrases})
         log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, graphs[path].num_phrases)
