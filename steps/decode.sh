@@ -9,7 +9,7 @@
 # out: AMDIR/decode_<set>_{greedy,beam}/{hyp.txt,decode_info.json},
 #      AMDIR/decode_<dev>_beam/best_weights.json; then, for every set with a hotwords list
 #      (--hotwords FILE for all sets, else DATA/<set>/hotwords), beam + LM + that list's
-#      contextual biasing: AMDIR/decode_<set>_beam_hotwords/ (kocall.conformer_ctc.decode_hotwords)
+#      contextual biasing, in the same jobs: AMDIR/decode_<set>_beam_hotwords/
 set -euo pipefail
 device=cpu
 nj=2
@@ -24,6 +24,4 @@ amdir=$1; lang=$2; data=$3; shift 3
 . "$(dirname "$0")/../path.sh"
 export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-$nj}
 python -m kocall.conformer_ctc.decode --device "$device" --decode-conf "$decode_conf" --nj "$nj" --cmd "$cmd" \
-  "$amdir" "$lang" "$data" "$@"
-python -m kocall.conformer_ctc.decode_hotwords --device "$device" --decode-conf "$decode_conf" \
   ${hotwords:+--hotwords "$hotwords"} "$amdir" "$lang" "$data" "$@"

@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from kocall.conformer_ctc import decode as stage
-from kocall.conformer_ctc import decode_hotwords
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import DataError
 from kocall.hotwords import DEFAULT_LM_COMPENSATION, compile_hotwords, hotword_counts, read_hotwords
@@ -30,6 +29,8 @@ from kocall_kernels.ngram.tables import NgramTables
 from tests.test_decode import (MIN_LOGP, TOPK, UTTS, invoke, read_kaldi_text, setup,  # noqa: F401
                                stage_layout, write_bigram_arpa)
 from tests.test_export import VOCAB
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Single-character units for the tiny model of tests/test_decode.py (its weights do not care
 # what the units are called), so that text phrases tokenise into them.
@@ -213,12 +214,19 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     (data / "test" / "hotwords").write_text(f"{piece}\n타파\n", encoding="utf-8")
 
     stage.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
-    decode_hotwords.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
     assert not (amdir / "decode_dev_beam_hotwords").exists()  # dev has no list
     got = read_kaldi_text(amdir / "decode_test_beam_hotwords" / "hyp.txt")
     assert got == biased and read_kaldi_text(amdir / "decode_test_beam" / "hyp.txt") == plain
     info = json.loads((amdir / "decode_test_beam_hotwords" / "decode_info.json").read_text())
     assert info["hotwords"] == str(data / "test" / "hotwords") and info["hotword_weight"] == 2.0
+    # the stage as two run.pl jobs (--cmd) writes the same biased decode, byte for byte
+    jobs = tmp_path / "jobs"
+    shutil.copytree(amdir / "final", jobs / "final")
+    stage.main(["--decode-conf", str(conf), "--nj", "2", "--cmd", str(REPO / "utils" / "run.pl"), str(jobs),
+                str(lang), str(data), "dev", "test"])
+    for name in ("hyp.txt", "decode_info.json"):
+        assert (jobs / "decode_test_beam_hotwords" / name).read_bytes() == \
+            (amdir / "decode_test_beam_hotwords" / name).read_bytes()
 
     rows = {(r["set"], r["decoder"]): r for r in score_decodes(amdir, data, ["dev", "test"])}
     phrases = [piece, "타파"]
@@ -233,8 +241,8 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     assert "## Hotwords" in results and "| test | beam_hotwords |" in results
 
     # --hotwords: one list for every set, dev included
-    decode_hotwords.main(["--decode-conf", str(conf), "--hotwords", str(data / "test" / "hotwords"),
-                          str(amdir), str(lang), str(data), "dev", "test"])
+    stage.main(["--decode-conf", str(conf), "--hotwords", str(data / "test" / "hotwords"),
+                str(amdir), str(lang), str(data), "dev", "test"])
     assert read_kaldi_text(amdir / "decode_dev_beam_hotwords" / "hyp.txt") == biased
 
 

@@ -6,6 +6,12 @@ over lm_weight x word_bonus (conf/decode.yaml) by CER, best pair to
 AMDIR/decode_<dev>_beam/best_weights.json; beam + LM hypotheses with that pair for every set
 to AMDIR/decode_<set>_beam/hyp.txt. Each decode dir gets decode_info.json
 {decoder, beam, lm, lm_weight, word_bonus} (read by steps/score.sh).
+
+Hotwords: every set with a list (`--hotwords FILE` for every set, else DATA/<set>/hotwords,
+as the synthetic test_hotwords has) is also decoded with the chosen weights and the list's
+contextual biasing (kocall.hotwords), to AMDIR/decode_<set>_beam_hotwords/; its
+decode_info.json adds the list, `hotword_weight` and `hotword_lm_compensation`
+(conf/decode.yaml), so that scoring reports hotword recall and false alarms beside CRR.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,7 @@ from kocall.datadir import load_data_dir
 from kocall.decode import FeatureMaker, InputUtt, compute_log_probs, decode_rows, load_lm_tables
 from kocall.errors import DataError, KocallError
 from kocall.fileio import atomic_write, read_text, write_table
+from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, HOTWORDS_FILE, compile_hotwords
 from kocall_kernels.ctc_decoder import DecoderConfig
 
 log = logging.getLogger("kocall.decode_stage")
@@ -63,6 +71,15 @@ def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, 
     return ids, compute_log_probs(model, feats, device)
 
 
+def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str, Path]:
+    """{set: its hotwords list}: `hotwords` for every set, else each set's own DATA/<set>/hotwords."""
+    if hotwords:
+        if not Path(hotwords).is_file():
+            raise DataError(f"hotwords file '{hotwords}' is missing")
+        return {name: Path(hotwords) for name in sets}
+    return {name: data / name / HOTWORDS_FILE for name in sets if (data / name / HOTWORDS_FILE).is_file()}
+
+
 def write_decode(dirname: Path, ids: list[str], texts: list[str], info: dict) -> None:
     write_table(dirname / "hyp.txt", dict(zip(ids, texts)))
     with atomic_write(dirname / "decode_info.json") as handle:
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(default: everything in this process)")
     parser.add_argument("--job", type=int, default=None, help="run only job J of --nj of one --round (what --cmd runs)")
     parser.add_argument("--round", choices=ROUNDS, default=None)
+    parser.add_argument("--hotwords", default=None, help="one hotwords list for every set (default: DATA/<set>/hotwords)")
     parser.add_argument("amdir")
     parser.add_argument("lang")
     parser.add_argument("data")
@@ -89,11 +107,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.job is not None:
             if args.round is None:
                 raise KocallError("--job needs --round grid|final")
-            run_job(args.round, args.job, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf)
+            run_job(args.round, args.job, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf,
+                    args.hotwords)
         elif args.cmd:
-            run_stage_jobs(args.cmd, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf)
+            run_stage_jobs(args.cmd, args.nj, amdir, lang, data, args.sets, args.device, args.decode_conf,
+                           args.hotwords)
         else:
-            run_stage(amdir, lang, data, args.sets, args.device, args.decode_conf)
+            run_stage(amdir, lang, data, args.sets, args.device, args.decode_conf, args.hotwords)
     except KocallError as err:
         raise SystemExit(f"decode: {err.format_message()}")
 
@@ -169,6 +189,24 @@ class StageDecoder:
                      {"decoder": "beam", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
                       "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token")})
 
+    def hotword_graphs(self, lists: dict[str, Path], cfg: DecoderConfig) -> dict[Path, Any]:
+        """{list: its context graph} for the chosen LM weight; every list is checked first."""
+        weight = float(self.conf.get("hotword_weight", DEFAULT_WEIGHT))
+        compensation = float(self.conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
+        return {path: compile_hotwords(path, self.tokenizer, weight, self.tables, cfg.lm_weight * math.log(10),
+                                       compensation)
+                for path in sorted(set(lists.values()))}
+
+    def write_hotwords(self, name: str, hyps: dict[str, str], cfg: DecoderConfig, path: Path, graph) -> None:
+        write_decode(self.amdir / f"decode_{name}_beam_hotwords", list(hyps), list(hyps.values()),
+                     {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
+                      "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token"),
+                      "hotwords": str(path), "hotword_weight": float(self.conf.get("hotword_weight", DEFAULT_WEIGHT)),
+                      "hotword_lm_compensation": float(self.conf.get("hotword_lm_compensation",
+                                                                     DEFAULT_LM_COMPENSATION)),
+                      "hotword_phrases": graph.num_phrases})
+        log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, graph.num_phrases)
+
     def choose_weights(self, dev: str, data: Path, grid_hyps: list[dict[str, str]]) -> dict:
         """The grid point with the lowest dev CER (ties: smaller weight, then bonus), written to
         decode_<dev>_beam/best_weights.json with every trial."""
@@ -188,8 +226,10 @@ class StageDecoder:
         return best
 
 
-def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str) -> dict:
+def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str, decode_conf: str,
+              hotwords: str | None = None) -> dict:
     """The whole stage in this process."""
+    lists = hotword_lists(data, sets, hotwords)
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
     posteriors = {}
     for name in sets:
@@ -204,13 +244,17 @@ def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
         ids, rows = posteriors[name]
         dec.write_beam(name, dict(zip(ids, dec.texts(rows, cfg))), cfg)
         log.info("%s: beam + LM done", name)
+    graphs = dec.hotword_graphs(lists, cfg)
+    for name, path in lists.items():
+        ids, rows = posteriors[name]
+        dec.write_hotwords(name, dict(zip(ids, dec.texts(rows, cfg, graphs[path]))), cfg, path, graphs[path])
     return best
 
 
 # ------------------------------------------------------------------ the stage as --nj jobs (--cmd)
 # Round "grid": job J decodes its part of dev at every grid point; the stage then picks the
-# weights. Round "final": job J decodes its part of every set, greedy and with those weights;
-# the stage then writes each hyp.txt. Jobs write JSON under AMDIR/.decode_jobs (removed after);
+# weights. Round "final": job J decodes its part of every set, greedy and with those weights
+# (and with its hotwords list where it has one); the stage then writes each hyp.txt. Jobs write JSON under AMDIR/.decode_jobs (removed after);
 # the outputs equal run_stage's byte for byte.
 ROUNDS = ("grid", "final")
 
@@ -220,17 +264,21 @@ def _job_file(amdir: Path, round_name: str, job: int) -> Path:
 
 
 def run_job(round_name: str, job: int, nj: int, amdir: Path, lang: Path, data: Path, sets: list[str],
-            device: str, decode_conf: str) -> None:
+            device: str, decode_conf: str, hotwords: str | None = None) -> None:
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
     if round_name == "grid":
         ids, rows = dec.log_probs(data / sets[0], nj, job)
         out: dict = {"ids": ids, "grid": [dec.texts(rows, cfg) for *_, cfg in dec.grid()]}
     else:
         cfg = dec.best_config(dec.chosen_weights(sets[0]))
+        lists = hotword_lists(data, sets, hotwords)
+        graphs = dec.hotword_graphs(lists, cfg)
         out = {}
         for name in sets:
             ids, rows = dec.log_probs(data / name, nj, job)
             out[name] = {"ids": ids, "greedy": dec.texts(rows, None), "beam": dec.texts(rows, cfg)}
+            if name in lists:
+                out[name]["hotwords"] = dec.texts(rows, cfg, graphs[lists[name]])
             log.info("%s: job %d of %d: %d utterances", name, job, nj, len(ids))
     with atomic_write(_job_file(amdir, round_name, job)) as handle:
         json.dump(out, handle, ensure_ascii=False)
@@ -248,7 +296,7 @@ def _job_outputs(amdir: Path, round_name: str, nj: int) -> list[dict]:
 
 
 def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
-                   decode_conf: str) -> dict:
+                   decode_conf: str, hotwords: str | None = None) -> dict:
     """The stage as two rounds of nj jobs through `cmd` (run.pl, slurm.pl ...); logs in
     AMDIR/log/decode_{grid,final}.<n>.log."""
     import shutil
@@ -261,9 +309,10 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
     work = amdir / ".decode_jobs"
     shutil.rmtree(work, ignore_errors=True)
     argv = [sys.executable, "-m", "kocall.conformer_ctc.decode", "--device", device, "--decode-conf", decode_conf,
-            "--nj", str(nj), "--job", "JOB"]
+            "--nj", str(nj), "--job", "JOB", *(["--hotwords", hotwords] if hotwords else [])]
     tail = [str(amdir), str(lang), str(data), *sets]
-    dec = StageDecoder.load(amdir, lang, device, decode_conf)   # checks the inputs before any job starts
+    lists = hotword_lists(data, sets, hotwords)                 # checks the inputs before any job starts
+    dec = StageDecoder.load(amdir, lang, device, decode_conf)
     try:
         dispatch(cmd, nj, amdir / "log" / "decode_grid.JOB.log", argv + ["--round", "grid", *tail], "decode (grid)")
         grid_outputs = _job_outputs(amdir, "grid", nj)
@@ -277,6 +326,11 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
             parts = [out[name] for out in final_outputs]
             dec.write_greedy(name, {u: t for p in parts for u, t in zip(p["ids"], p["greedy"])})
             dec.write_beam(name, {u: t for p in parts for u, t in zip(p["ids"], p["beam"])}, cfg)
+        graphs = dec.hotword_graphs(lists, cfg)
+        for name, path in lists.items():
+            parts = [out[name] for out in final_outputs]
+            dec.write_hotwords(name, {u: t for p in parts for u, t in zip(p["ids"], p["hotwords"])}, cfg, path,
+                               graphs[path])
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
