@@ -28,10 +28,11 @@ model=              # a model config conf/model_<model>.yaml of any family, e.g.
                     # default: conformer_ctc_<model-size> (from scratch; conf/model_<model-size>.yaml)
 pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's, see README)
 unit=               # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
-                    # default: the model config's `unit:`, else char. whisper_base_ctc says jamo: on shared-ko it
-                    # beat char with beam + LM on both test sets (+2.9 and +3.0 CRR, README "Output units");
-                    # the from-scratch Conformers stay char: neither unit recognised real speech at the CPU
-                    # budget tried, and jamo need 4x subsampling (2x the work), unverified in the 15-min budget
+                    # default: the model config's `unit:`, else char. small (the default) and whisper_base_ctc
+                    # say jamo: on the synthetic corpus small with jamo at 4x beat char at 8x (test CRR 98.99 vs
+                    # 95.43, new names recalled 95 % vs 44 %); on shared-ko whisper_base_ctc with jamo beat char
+                    # with beam + LM on both test sets (README "Output units"). medium/large stay char: neither
+                    # unit recognised real speech at the CPU budget tried
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1

@@ -275,12 +275,15 @@ def test_bad_input_names_utterance_and_file(corpus: dict) -> None:
 
 
 def test_model_config_may_name_its_units(tmp_path: Path) -> None:
-    # `unit:` is run.sh's default --unit for the model; the shipped Whisper config names jamo.
+    # `unit:` is run.sh's default --unit for the model; the shipped Whisper config and the default
+    # small one name jamo, medium and large none (run.sh: char).
     from kocall.conformer_ctc.train import load_train_config
 
     repo = Path(__file__).resolve().parents[1]
     assert load_train_config(repo / "conf" / "model_whisper_base_ctc.yaml")[0].unit == "jamo"
-    assert load_train_config(repo / "conf" / "model_small.yaml")[0].unit == ""
+    small = load_train_config(repo / "conf" / "model_small.yaml")[0]
+    assert small.unit == "jamo" and small.model["subsampling"] == 4   # jamo need 4x (2.5 per syllable)
+    assert load_train_config(repo / "conf" / "model_medium.yaml")[0].unit == ""
     bad = write_conf(tmp_path / "bad.yaml")
     bad.write_text(bad.read_text(encoding="utf-8") + "unit: syllable\n", encoding="utf-8")
     with pytest.raises(KocallError, match="unit must be char, jamo or bpe"):
