@@ -256,9 +256,9 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--hotwords", default=None, type=click.Path(dir_okay=False),
-              help="phrases to boost, one per line, optional per-unit weight: '명동점 :2.5' (kocall.hotwords)")
+              help="phrases to boost, one per line, optional weight per character: '명동점 :2.5' (kocall.hotwords)")
 @click.option("--hotword-weight", type=float, default=DEFAULT_WEIGHT, show_default=True,
-              help="bonus per unit of a matched hotword (ln) for phrases without their own weight")
+              help="bonus per character of a matched hotword (ln; spread over its units) for phrases without their own weight")
 @click.option("--hotword-lm-compensation", type=click.FloatRange(min=0), default=DEFAULT_LM_COMPENSATION,
               show_default=True,
               help="add this share of each hotword's per-unit LM cost (x --lm-weight) to its bonus (kocall.hotwords)")

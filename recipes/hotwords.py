@@ -10,8 +10,13 @@ Blank lines and lines starting with `#` are skipped. Phrases are normalised by
 `kocall.text_norm.normalize_text` (the one policy for targets, LM text and references) and
 tokenised into the model's units (`Tokenizer.encode`); a phrase holding a character the
 model cannot output is an error naming the phrase, the line and the file. The weight is the
-bonus per unit (natural-log units, the acoustic score's): a phrase without one gets the
-global `--hotword-weight`. The compiled form is `kocall_kernels.ctc_decoder.context_graph.
+bonus per character of the phrase (natural-log units, the acoustic score's; a space counts as
+one), spread evenly over the units that spell it: with syllable units it is the bonus per
+unit, with jamo (about 2.4 per syllable) each unit gets its share, so the same list boosts a
+name as much whatever the units. A phrase without a weight gets the global `--hotword-weight`.
+(Per unit, a jamo list at the syllable weight boosted every 1-2 jamo prefix of a name so hard
+that those partial matches crowded the beam: the ordinary test set lost 0.27 CRR at beam 16,
+0.04 at beam 32.) The compiled form is `kocall_kernels.ctc_decoder.context_graph.
 ContextGraph` (an Aho-Corasick automaton in flat tables; scoring rules in its docstring).
 
 LM compensation (`--hotword-lm-compensation c`, conf/decode.yaml `hotword_lm_compensation`):
@@ -43,17 +48,17 @@ from kocall.fileio import atomic_write
 from kocall.text_norm import normalize_text
 
 HOTWORDS_FILE = "hotwords"  # a data dir's own list: DATA/<set>/hotwords
-DEFAULT_WEIGHT = 1.5        # sherpa-onnx's default per-unit hotword score
-# On the synthetic test_hotwords (there is no hotword dev set, so a sweep on the test sets):
-# weight 1.5 recall 25 % without compensation, 45 % at 0.25 (no false alarms, ordinary test
-# -0.12 CRR), 57 % at 0.5 (ordinary test -0.43); README "Hotwords".
+DEFAULT_WEIGHT = 1.5        # sherpa-onnx's default hotword score per (syllable) unit
+# Set on the synthetic test_hotwords with the char model (no hotword dev set: a sweep on the test
+# sets): weight 1.5 recall 25 % without compensation, 45 % at 0.25, 57 % at 0.5. The default
+# jamo model, trained after: 92 % without, 95 % at 0.25 (ordinary test -0.08); README "Hotwords".
 DEFAULT_LM_COMPENSATION = 0.25
 
 
 @dataclass(frozen=True)
 class Hotword:
     phrase: str          # normalised
-    weight: float | None  # per-unit bonus; None: the global weight
+    weight: float | None  # bonus per character; None: the global weight
     line: int
 
 
@@ -98,9 +103,10 @@ def lm_cost_per_unit(ids: list[int], lm_tables) -> float:
 
 def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float, lm_tables=None, lm_weight: float = 0.0,
                      lm_compensation: float = 0.0):
-    """ContextGraph of a hotwords file over `tokenizer`'s units; `weight`: per-unit bonus of
-    phrases without their own; with `lm_tables`, `lm_compensation` x `lm_weight` x the phrase's
-    per-unit LM cost is added to its bonus (see the module docstring)."""
+    """ContextGraph of a hotwords file over `tokenizer`'s units; `weight`: bonus per character
+    of phrases without their own (spread evenly over the phrase's units); with `lm_tables`,
+    `lm_compensation` x `lm_weight` x the phrase's per-unit LM cost is added to its bonus per
+    unit (see the module docstring)."""
     from kocall_kernels.ctc_decoder.context_graph import ContextGraph
 
     if not math.isfinite(weight) or weight <= 0:
@@ -115,7 +121,8 @@ def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float, lm_table
             unknown = list(dict.fromkeys(ch for ch in hw.phrase if not ch.isspace() and tokenizer.unk_count(ch)))
             raise DataError(f"hotwords file '{path}' line {hw.line}: phrase '{hw.phrase}' has characters the "
                             f"model's units cannot spell: {' '.join(unknown) or '(unknown piece)'}")
-        bonus = hw.weight if hw.weight is not None else weight
+        per_char = hw.weight if hw.weight is not None else weight
+        bonus = per_char * len(hw.phrase) / len(ids)
         if compensate:
             bonus += lm_compensation * lm_weight * lm_cost_per_unit(ids, lm_tables)
         phrases.append((ids, bonus))

@@ -96,6 +96,31 @@ def test_compile_over_the_model_units(char_model, tmp_path: Path) -> None:
         assert (getattr(graph, name) == getattr(want, name)).all(), name
 
 
+def test_weight_is_per_character_spread_over_the_units(tmp_path: Path) -> None:
+    # Syllable units: the weight per unit. Jamo: 생강차 is 3 characters in 8 jamo, so each unit
+    # gets 3/8 of the weight and the completed phrase keeps 3 x the weight either way.
+    from kocall import jamo
+    from kocall.lang import BLANK, SPACE, UNK
+
+    path = tmp_path / "hotwords"
+    path.write_text("생강차 :2\n김밥\n", encoding="utf-8")
+    jamo_tok = Tokenizer([BLANK, UNK, SPACE, *jamo.JAMO_INVENTORY])
+    char_tok = Tokenizer([BLANK, UNK, SPACE, *"생강차김밥"])
+    for tok in (jamo_tok, char_tok):
+        graph = compile_hotwords(path, tok, 1.5)
+        for phrase, per_char in (("생강차", 2.0), ("김밥", 1.5)):
+            ids = tok.encode(phrase)
+            state, bonuses = 0, []
+            for unit in ids:
+                bonus, state = graph.step(state, unit)
+                bonuses.append(bonus)
+            # each unit of the match earns its share; what the completed phrase keeps (after the
+            # end-of-utterance give-back of the state's held score) is the weight x its characters
+            assert bonuses[:-1] == pytest.approx([per_char * len(phrase) / len(ids)] * (len(ids) - 1)), phrase
+            assert sum(bonuses) - float(graph.state_score[state]) == pytest.approx(per_char * len(phrase)), phrase
+    assert len(jamo_tok.encode("생강차")) == 8 and len(char_tok.encode("생강차")) == 3
+
+
 def test_lm_compensation_adds_each_phrase_its_own_lm_cost(char_model, tmp_path: Path) -> None:
     # Bonus per unit = weight + c x lm_weight x (the phrase's LM cost per unit, ln, empty context):
     # compared with the plain graph, a completed phrase keeps exactly c x lm_weight x its LM cost more.
