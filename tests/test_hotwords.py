@@ -20,7 +20,8 @@ import yaml
 from kocall.conformer_ctc import decode as stage
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import DataError
-from kocall.hotwords import DEFAULT_LM_COMPENSATION, compile_hotwords, hotword_counts, read_hotwords
+from kocall.hotwords import (DEFAULT_LM_COMPENSATION, compile_hotwords, hotword_counts, read_hotwords,
+                             unit_bonuses)
 from kocall.lang import Tokenizer
 from kocall.scoring import score_decodes
 from kocall_kernels.ctc_decoder import DecoderConfig
@@ -64,6 +65,26 @@ def best_texts(setup: dict, tokenizer, cfg: DecoderConfig, tables, context=None,
     return {u: tokenizer.decode(h[rank].tokens) for u, h in zip(utts, cpu.decode_batch(lp, lens, cfg, tables, context))}
 
 
+def winning_hotword(setup: dict, tokenizer, cfg: DecoderConfig, tables, weight: float):  # noqa: F811
+    """(utt, piece, context, plain 1-best, biased 1-best): a piece of a lower-ranked hypothesis
+    that no plain 1-best holds and that the search biased towards it (at `weight`, in
+    compile_hotwords' layout, beside the never-said 타파 at 2.0) outputs in utterance utt."""
+    plain = best_texts(setup, tokenizer, cfg, tables)
+    nbest = DecoderConfig(**{**cfg.__dict__, "beam": 8, "nbest": 8})
+    for rank in range(1, 8):
+        for utt, text in best_texts(setup, tokenizer, nbest, tables, rank=rank).items():
+            chars = text.replace(" ", "")
+            for piece in (chars[i:i + n] for n in (2, 3) for i in range(len(chars) - n + 1)):
+                if any(piece in t.replace(" ", "") for t in plain.values()):
+                    continue
+                context = ContextGraph.build([(tokenizer.encode(p), unit_bonuses(w * len(p), len(p)))
+                                              for p, w in ((piece, weight), ("타파", 2.0))], VOCAB)
+                biased = best_texts(setup, tokenizer, cfg, tables, context)
+                if piece in biased[utt].replace(" ", ""):
+                    return utt, piece, context, plain, biased
+    raise AssertionError("no hotword the biased search can win")
+
+
 # ------------------------------------------------------------------ 1. the list format
 
 def test_read_hotwords_weights_comments_and_normalisation(tmp_path: Path) -> None:
@@ -90,15 +111,18 @@ def test_compile_over_the_model_units(char_model, tmp_path: Path) -> None:
     path = tmp_path / "hotwords"
     path.write_text("가나다 :2\n나다\n가 나\n", encoding="utf-8")
     graph = compile_hotwords(path, char_model["tokenizer"], 0.5)
-    want = ContextGraph.build([([3, 4, 5], 2.0), ([4, 5], 0.5), ([3, 1, 4], 0.5)], VOCAB)
+    # each phrase's bonus (weight x characters) on all but its first unit
+    want = ContextGraph.build([([3, 4, 5], [0.0, 3.0, 3.0]), ([4, 5], [0.0, 1.0]), ([3, 1, 4], [0.0, 0.75, 0.75])],
+                              VOCAB)
     for name in ("state_arc_start", "arc_token", "arc_next_state", "state_fail", "state_score", "state_chain_mask",
                  "state_output", "root_next"):
         assert (getattr(graph, name) == getattr(want, name)).all(), name
 
 
 def test_weight_is_per_character_spread_over_the_units(tmp_path: Path) -> None:
-    # Syllable units: the weight per unit. Jamo: 생강차 is 3 characters in 8 jamo, so each unit
-    # gets 3/8 of the weight and the completed phrase keeps 3 x the weight either way.
+    # A phrase's bonus is the weight x its characters, whatever the units: 생강차 is 3 syllable
+    # units or 8 jamo. The first unit earns nothing (a one-unit prefix is the commonest partial
+    # match); the others share the bonus evenly.
     from kocall import jamo
     from kocall.lang import BLANK, SPACE, UNK
 
@@ -114,9 +138,10 @@ def test_weight_is_per_character_spread_over_the_units(tmp_path: Path) -> None:
             for unit in ids:
                 bonus, state = graph.step(state, unit)
                 bonuses.append(bonus)
-            # each unit of the match earns its share; what the completed phrase keeps (after the
+            # units 2.. earn an even share; what the completed phrase keeps (after the
             # end-of-utterance give-back of the state's held score) is the weight x its characters
-            assert bonuses[:-1] == pytest.approx([per_char * len(phrase) / len(ids)] * (len(ids) - 1)), phrase
+            share = per_char * len(phrase) / (len(ids) - 1)
+            assert bonuses[:-1] == pytest.approx([0.0] + [share] * (len(ids) - 2)), phrase
             assert sum(bonuses) - float(graph.state_score[state]) == pytest.approx(per_char * len(phrase)), phrase
     assert len(jamo_tok.encode("생강차")) == 8 and len(char_tok.encode("생강차")) == 3
 
@@ -178,13 +203,10 @@ def test_cli_unknown_hotword_fails_before_writing(setup, char_model, tmp_path: P
 def test_cli_hotwords_match_the_cpu_decoder(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
     tok = char_model["tokenizer"]
     cfg = DecoderConfig(beam=4, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)
-    plain = best_texts(setup, tok, cfg, char_model["tables"])
-    # Boost the two-unit tail of one utterance's plain hypothesis with a sibling unit swapped
-    # in, so the biased search has something to win; one line uses its own weight.
+    # a phrase the biased search outputs, on a line with its own weight; 타파 takes --hotword-weight
+    _, piece, context, plain, want = winning_hotword(setup, tok, cfg, char_model["tables"], 3.0)
     hot = tmp_path / "hotwords"
-    hot.write_text("나다라 :3\n마바\n", encoding="utf-8")
-    context = ContextGraph.build([([4, 5, 6], 3.0), ([7, 8], 2.0)], VOCAB)
-    want = best_texts(setup, tok, cfg, char_model["tables"], context)
+    hot.write_text(f"{piece} :3\n타파\n", encoding="utf-8")
     assert want != plain  # the phrases really changed the search
     out = tmp_path / "hyp.txt"
     args = ["--model", char_model["model"], "--data-dir", setup["data"], "--lm", char_model["lm"], "--beam", 4,
@@ -195,9 +217,10 @@ def test_cli_hotwords_match_the_cpu_decoder(setup, char_model, tmp_path: Path) -
     # By default the CLI adds the LM compensation at its own LM weight (kocall.hotwords).
     import math
 
+    plain_context = context
     context = compile_hotwords(hot, tok, 2.0, char_model["tables"], 0.5 * math.log(10), DEFAULT_LM_COMPENSATION)
     assert DEFAULT_LM_COMPENSATION > 0 and not np.array_equal(
-        context.state_output, ContextGraph.build([([4, 5, 6], 3.0), ([7, 8], 2.0)], VOCAB).state_output)
+        context.state_output, plain_context.state_output)
     result = invoke(args)
     assert result.exit_code == 0, result.output
     assert read_kaldi_text(out) == best_texts(setup, tok, cfg, char_model["tables"], context)
@@ -213,25 +236,9 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     conf = tmp_path / "decode.yaml"
     conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 2.0, "hotword_lm_compensation": 0.0,
                                     "grid": {"beam": 3, "lm_weight": [0.5], "word_bonus": [0.5]}}))
-    tables = char_model["tables"]
     cfg = DecoderConfig(beam=3, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)
-    plain = best_texts(setup, tok, cfg, tables)
-    # The hotword: a piece of a lower-ranked hypothesis that no plain 1-best holds and that the
-    # biased search then outputs; that utterance's reference says it. The list also holds a
-    # phrase no reference says.
-    nbest = DecoderConfig(**{**cfg.__dict__, "beam": 8, "nbest": 8})
-    found = None
-    for rank in range(1, 8):
-        for utt, text in best_texts(setup, tok, nbest, tables, rank=rank).items():
-            chars = text.replace(" ", "")
-            for piece in (chars[i:i + n] for n in (2, 3) for i in range(len(chars) - n + 1)):
-                if found is None and all(piece not in t.replace(" ", "") for t in plain.values()):
-                    context = ContextGraph.build([(tok.encode(piece), 2.0), (tok.encode("타파"), 2.0)], VOCAB)
-                    biased = best_texts(setup, tok, cfg, tables, context)
-                    if piece in biased[utt].replace(" ", ""):
-                        found = (utt, piece)
-    assert found is not None, "no hotword the biased search can win"
-    utt, piece = found
+    # that utterance's reference says the hotword; the list also holds a phrase no reference says
+    utt, piece, _, plain, biased = winning_hotword(setup, tok, cfg, char_model["tables"], 2.0)
     refs = {**plain, utt: biased[utt]}
     wavs = setup["wavs"]
     write_data_dir(data / "dev", [Utterance(u, "spk", str(wavs[u]), refs[u] or "가", None) for u in sorted(UTTS)])

@@ -1,7 +1,9 @@
 """`ContextGraph`: hotword phrases as an Aho-Corasick automaton in flat, device-friendly tables.
 
 Contextual biasing as icefall and sherpa-onnx score it. Phrases are unit-id sequences, each
-with a per-unit bonus `w` (natural-log units, added to the beam's ranking score):
+with a per-unit bonus `w` (natural-log units, added to the beam's ranking score): one number
+for every unit, or one per unit (`phrase_bonuses`; kocall.hotwords gives a phrase's first
+unit none, see there):
 
 * every unit that advances a match earns the bonus of the trie node it reaches;
 * a match that is abandoned (the next unit continues no phrase from the current node) gives
@@ -132,9 +134,10 @@ class ContextGraph:
 
     # --- building ---------------------------------------------------------------------
     @classmethod
-    def build(cls, phrases: Sequence[tuple[Sequence[int], float]], vocab_size: int,
+    def build(cls, phrases: Sequence[tuple[Sequence[int], float | Sequence[float]]], vocab_size: int,
               blank_id: int = 0) -> "ContextGraph":
-        """Compile (unit ids, per-unit bonus) pairs over units 0..vocab_size-1."""
+        """Compile (unit ids, per-unit bonus: one number or one per unit) pairs over units
+        0..vocab_size-1."""
         children: list[dict[int, int]] = [{}]
         unit_bonus = [0.0]
         phrase_end = [False]
@@ -145,19 +148,18 @@ class ContextGraph:
             bad = [t for t in tokens if not 0 <= t < vocab_size or t == blank_id]
             if bad:
                 raise ValueError(f"hotword phrase {index}: unit ids {bad} outside 1..{vocab_size - 1}")
-            if not np.isfinite(weight) or weight <= 0:
-                raise ValueError(f"hotword phrase {index}: bonus must be positive, not {weight}")
+            bonuses = phrase_bonuses(index, len(tokens), weight)
             node = 0
-            for token in tokens:
+            for token, bonus in zip(tokens, bonuses):
                 nxt = children[node].get(token)
                 if nxt is None:
                     nxt = len(children)
                     children[node][token] = nxt
                     children.append({})
-                    unit_bonus.append(float(weight))
+                    unit_bonus.append(bonus)
                     phrase_end.append(False)
                 else:
-                    unit_bonus[nxt] = max(unit_bonus[nxt], float(weight))
+                    unit_bonus[nxt] = max(unit_bonus[nxt], bonus)
                 node = nxt
             phrase_end[node] = True
         # Breadth-first renumbering; failure links, held and output bonuses in that order.
@@ -205,6 +207,17 @@ class ContextGraph:
         return cls(arc_start, np.array(arc_token, np.int32), np.array(arc_next, np.int32), fail,
                    score.astype(np.float32), chain_mask, output.astype(np.float32), root_next,
                    num_phrases=len(phrases))
+
+
+def phrase_bonuses(index: int, length: int, weight: float | Sequence[float]) -> list[float]:
+    """The per-unit bonuses of phrase `index` (of `length` units): `weight` for every unit, or
+    its own list; each finite and >= 0, their sum > 0."""
+    bonuses = [float(weight)] * length if np.isscalar(weight) else [float(b) for b in weight]
+    if len(bonuses) != length:
+        raise ValueError(f"hotword phrase {index}: {len(bonuses)} bonuses for {length} units")
+    if not all(np.isfinite(b) and b >= 0 for b in bonuses) or not sum(bonuses) > 0:
+        raise ValueError(f"hotword phrase {index}: bonuses must be >= 0 with a positive sum, not {weight}")
+    return bonuses
 
 
 def context_arrays(graph: ContextGraph | None) -> tuple:

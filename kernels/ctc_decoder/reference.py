@@ -33,11 +33,11 @@ class HotwordContext(Protocol):
 
 
 class ReferenceContext:
-    """Aho-Corasick over (unit ids, per-unit bonus) phrases with dict tries, scored by the
-    rules of `context_graph` (earn per advancing unit, give back on failure and at the end,
-    a completed phrase keeps its bonus)."""
+    """Aho-Corasick over (unit ids, per-unit bonus: one number or one per unit) phrases with
+    dict tries, scored by the rules of `context_graph` (earn per advancing unit, give back on
+    failure and at the end, a completed phrase keeps its bonus)."""
 
-    def __init__(self, phrases: Sequence[tuple[Sequence[int], float]]) -> None:
+    def __init__(self, phrases: Sequence[tuple[Sequence[int], float | Sequence[float]]]) -> None:
         self.children: list[dict[int, int]] = [{}]
         self.held = [0.0]        # partial bonus held at a node: its path's unit bonuses
         unit_bonus = [0.0]
@@ -45,15 +45,16 @@ class ReferenceContext:
         is_end = [False]
         for tokens, weight in phrases:
             node = 0
-            for token in tokens:
+            bonuses = [weight] * len(tokens) if np.isscalar(weight) else list(weight)
+            for token, bonus in zip(tokens, bonuses):
                 if token not in self.children[node]:
                     self.children[node][token] = len(self.children)
                     self.children.append({})
-                    unit_bonus.append(weight)
+                    unit_bonus.append(bonus)
                     parent.append((node, token))
                     is_end.append(False)
                 node = self.children[node][token]
-                unit_bonus[node] = max(unit_bonus[node], weight)  # a shared unit earns the larger bonus
+                unit_bonus[node] = max(unit_bonus[node], bonus)  # a shared unit earns the larger bonus
             is_end[node] = True
         n = len(self.children)
         self.held = [0.0] * n

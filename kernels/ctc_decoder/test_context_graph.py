@@ -11,9 +11,11 @@ from kocall_kernels.ctc_decoder.reference import ReferenceContext
 V = 9  # units 1..8 may appear in phrases (0 is blank)
 
 
-def random_phrases(seed: int, n: int = 8, vocab: int = V) -> list[tuple[list[int], float]]:
+def random_phrases(seed: int, n: int = 8, vocab: int = V) -> list[tuple[list[int], float | list[float]]]:
     """Phrases that overlap on purpose: prefixes of one another, shared suffixes, repeats.
-    Bonuses are multiples of 0.25, exact in float32, so every implementation sums them exactly."""
+    Bonuses are multiples of 0.25, exact in float32, so every implementation sums them exactly;
+    a third of the phrases have one bonus per unit (zeros included: kocall.hotwords gives a
+    phrase's first unit none)."""
     rng = np.random.default_rng(seed)
     phrases: list[tuple[list[int], float]] = []
     for _ in range(n):
@@ -28,7 +30,12 @@ def random_phrases(seed: int, n: int = 8, vocab: int = V) -> list[tuple[list[int
                 + base[int(rng.integers(0, len(base))):]
         else:
             tokens = [int(t) for t in rng.integers(1, vocab, size=int(rng.integers(1, 5)))]
-        phrases.append((tokens, 0.25 * int(rng.integers(1, 9))))
+        if rng.random() < 1 / 3:
+            bonuses = [0.25 * int(b) for b in rng.integers(0, 9, size=len(tokens))]
+            bonuses[-1] = bonuses[-1] or 0.5  # a positive sum
+            phrases.append((tokens, bonuses))
+        else:
+            phrases.append((tokens, 0.25 * int(rng.integers(1, 9))))
     return phrases
 
 
@@ -151,6 +158,9 @@ def test_tables_layout():
     ([([0, 1], 1.0)], "outside"),
     ([([1], 0.0)], "positive"),
     ([([1], float("nan"))], "positive"),
+    ([([1, 2], [0.0, 0.0])], "positive"),
+    ([([1, 2], [1.0, -0.5])], "positive"),
+    ([([1, 2], [1.0])], "1 bonuses for 2 units"),
 ])
 def test_bad_phrases_are_refused(phrases, message):
     with pytest.raises(ValueError, match=message):
