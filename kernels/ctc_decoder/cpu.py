@@ -105,6 +105,12 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
     c_valid = np.empty(NC, np.bool_)
     tok_ids = np.empty(topk, np.int32)
     merge_into = np.empty(K * topk, np.int32)
+    # hotword steps of this frame's tokens, once per distinct non-root context state: hypotheses
+    # that end alike share a state, and inside partial matches the step is the costly part
+    st_state = np.empty(K, np.int32)
+    st_bonus = np.empty((K, topk), np.float64)
+    st_next = np.empty((K, topk), np.int32)
+    hyp_slot = np.empty(K, np.int32)    # -1: the root (its dense row, inline)
     sel = np.empty(K, np.int32)
     node_parent = np.empty(T * K + 1, np.int32)
     node_token = np.empty(T * K + 1, np.int32)
@@ -136,6 +142,25 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
             c_valid[j] = True
         for e in range(n_b * ntok):
             merge_into[e] = -1
+        if use_ctx:
+            n_st = 0
+            for i in range(n_b):
+                hyp_slot[i] = -1
+                if b_cst[i] == 0:
+                    continue
+                for k in range(n_st):
+                    if st_state[k] == b_cst[i]:
+                        hyp_slot[i] = k
+                        break
+                if hyp_slot[i] < 0:
+                    st_state[n_st] = b_cst[i]
+                    for p in range(ntok):
+                        bonus, cst = context_step(csas, catok, canext, cfail, cscore, cmask, cout, croot, b_cst[i],
+                                                  tok_ids[p])
+                        st_bonus[n_st, p] = bonus
+                        st_next[n_st, p] = cst
+                    hyp_slot[i] = n_st
+                    n_st += 1
         for j in range(n_b):  # beam j == beam i + token: that extension merges into j
             if b_len[j] == 0:
                 continue
@@ -171,11 +196,12 @@ def decode_one(lp, T, beam, topk, min_logp, alpha_ln, beta, bonus_token, blank, 
                     c_lm[ci] = b_lm[i]
                     c_state[ci] = b_state[i]
                 if use_ctx:
-                    if b_cst[i] == 0:  # most hypotheses sit at the root: its dense row, inline
+                    if hyp_slot[i] < 0:  # most hypotheses sit at the root: its dense row, inline
                         cst = croot[c]
                         bonus = np.float64(cscore[cst]) + np.float64(cout[cst])
                     else:
-                        bonus, cst = context_step(csas, catok, canext, cfail, cscore, cmask, cout, croot, b_cst[i], c)
+                        bonus = st_bonus[hyp_slot[i], p]
+                        cst = st_next[hyp_slot[i], p]
                     c_ctx[ci] = b_ctx[i] + bonus
                     c_cst[ci] = cst
                 else:
