@@ -277,6 +277,17 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
                 str(amdir), str(lang), str(data), "dev", "test"])
     assert read_kaldi_text(amdir / "decode_dev_beam_hotwords" / "hyp.txt") == biased
 
+    # a list the units cannot spell stops the stage, in one process or as jobs, before any decoding
+    bad = tmp_path / "bad_hotwords"
+    bad.write_text(f"{piece}\n명동점\n", encoding="utf-8")
+    for extra in ([], ["--nj", "2", "--cmd", str(REPO / "utils" / "run.pl")]):
+        fresh = tmp_path / f"bad{len(extra)}"
+        shutil.copytree(amdir / "final", fresh / "final")
+        with pytest.raises(SystemExit, match=f"hotwords file '{bad}' line 2: phrase '명동점'"):
+            stage.main(["--decode-conf", str(conf), "--hotwords", str(bad), *extra, str(fresh), str(lang), str(data),
+                        "dev", "test"])
+        assert sorted(p.name for p in fresh.iterdir()) == ["final"]
+
 
 def test_hotword_counts_by_hand() -> None:
     refs = {"u1": "명동점 예약 명동점", "u2": "사당역점 위치", "u3": "네"}

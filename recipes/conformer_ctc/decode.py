@@ -231,6 +231,7 @@ def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
     """The whole stage in this process."""
     lists = hotword_lists(data, sets, hotwords)
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
+    dec.hotword_graphs(lists, dec.base)  # a list the units cannot spell stops the stage before any decoding
     posteriors = {}
     for name in sets:
         ids, rows = dec.log_probs(data / name)
@@ -313,6 +314,7 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
     tail = [str(amdir), str(lang), str(data), *sets]
     lists = hotword_lists(data, sets, hotwords)                 # checks the inputs before any job starts
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
+    dec.hotword_graphs(lists, dec.base)
     try:
         dispatch(cmd, nj, amdir / "log" / "decode_grid.JOB.log", argv + ["--round", "grid", *tail], "decode (grid)")
         grid_outputs = _job_outputs(amdir, "grid", nj)
