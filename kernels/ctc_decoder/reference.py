@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from kocall_kernels.ctc_decoder import HASH_INIT, HASH_MASK, HASH_MULT, LN10, NEG_INF, DecoderConfig, Hypothesis
+from kocall_kernels.ctc_decoder.context_graph import phrase_bonuses
 
 
 class LanguageModel(Protocol):
@@ -43,9 +44,9 @@ class ReferenceContext:
         unit_bonus = [0.0]
         parent = [(-1, -1)]
         is_end = [False]
-        for tokens, weight in phrases:
+        for index, (tokens, weight) in enumerate(phrases):
             node = 0
-            bonuses = [weight] * len(tokens) if np.isscalar(weight) else list(weight)
+            bonuses = phrase_bonuses(index, len(tokens), weight)  # the graph's reading of a phrase's bonus
             for token, bonus in zip(tokens, bonuses):
                 if token not in self.children[node]:
                     self.children[node][token] = len(self.children)

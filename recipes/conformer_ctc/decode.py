@@ -189,23 +189,33 @@ class StageDecoder:
                      {"decoder": "beam", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
                       "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token")})
 
-    def hotword_graphs(self, lists: dict[str, Path], cfg: DecoderConfig) -> dict[Path, Any]:
-        """{list: its context graph} for the chosen LM weight; every list is checked first."""
-        weight = float(self.conf.get("hotword_weight", DEFAULT_WEIGHT))
-        compensation = float(self.conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
-        return {path: compile_hotwords(path, self.tokenizer, weight, self.tables, cfg.lm_weight * math.log(10),
-                                       compensation)
+    @property
+    def hotword_weight(self) -> float:
+        return float(self.conf.get("hotword_weight", DEFAULT_WEIGHT))
+
+    @property
+    def hotword_compensation(self) -> float:
+        return float(self.conf.get("hotword_lm_compensation", DEFAULT_LM_COMPENSATION))
+
+    def check_hotwords(self, lists: dict[str, Path]) -> dict[Path, int]:
+        """{list: its number of phrases}; a list the units cannot spell stops the stage here,
+        before any decoding (no LM needed: the --cmd stage process never loads it)."""
+        return {path: compile_hotwords(path, self.tokenizer, self.hotword_weight).num_phrases
                 for path in sorted(set(lists.values()))}
 
-    def write_hotwords(self, name: str, hyps: dict[str, str], cfg: DecoderConfig, path: Path, graph) -> None:
+    def hotword_graphs(self, lists: dict[str, Path], cfg: DecoderConfig) -> dict[Path, Any]:
+        """{list: its context graph} for the chosen LM weight."""
+        return {path: compile_hotwords(path, self.tokenizer, self.hotword_weight, self.tables,
+                                       cfg.lm_weight * math.log(10), self.hotword_compensation)
+                for path in sorted(set(lists.values()))}
+
+    def write_hotwords(self, name: str, hyps: dict[str, str], cfg: DecoderConfig, path: Path, phrases: int) -> None:
         write_decode(self.amdir / f"decode_{name}_beam_hotwords", list(hyps), list(hyps.values()),
                      {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
                       "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token"),
-                      "hotwords": str(path), "hotword_weight": float(self.conf.get("hotword_weight", DEFAULT_WEIGHT)),
-                      "hotword_lm_compensation": float(self.conf.get("hotword_lm_compensation",
-                                                                     DEFAULT_LM_COMPENSATION)),
-                      "hotword_phrases": graph.num_phrases})
-        log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, graph.num_phrases)
+                      "hotwords": str(path), "hotword_weight": self.hotword_weight,
+                      "hotword_lm_compensation": self.hotword_compensation, "hotword_phrases": phrases})
+        log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, phrases)
 
     def choose_weights(self, dev: str, data: Path, grid_hyps: list[dict[str, str]]) -> dict:
         """The grid point with the lowest dev CER (ties: smaller weight, then bonus), written to
@@ -231,7 +241,7 @@ def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
     """The whole stage in this process."""
     lists = hotword_lists(data, sets, hotwords)
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
-    dec.hotword_graphs(lists, dec.base)  # a list the units cannot spell stops the stage before any decoding
+    phrases = dec.check_hotwords(lists)
     posteriors = {}
     for name in sets:
         ids, rows = dec.log_probs(data / name)
@@ -248,7 +258,7 @@ def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
     graphs = dec.hotword_graphs(lists, cfg)
     for name, path in lists.items():
         ids, rows = posteriors[name]
-        dec.write_hotwords(name, dict(zip(ids, dec.texts(rows, cfg, graphs[path]))), cfg, path, graphs[path])
+        dec.write_hotwords(name, dict(zip(ids, dec.texts(rows, cfg, graphs[path]))), cfg, path, phrases[path])
     return best
 
 
@@ -314,7 +324,7 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
     tail = [str(amdir), str(lang), str(data), *sets]
     lists = hotword_lists(data, sets, hotwords)                 # checks the inputs before any job starts
     dec = StageDecoder.load(amdir, lang, device, decode_conf)
-    dec.hotword_graphs(lists, dec.base)
+    phrases = dec.check_hotwords(lists)
     try:
         dispatch(cmd, nj, amdir / "log" / "decode_grid.JOB.log", argv + ["--round", "grid", *tail], "decode (grid)")
         grid_outputs = _job_outputs(amdir, "grid", nj)
@@ -328,11 +338,10 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
             parts = [out[name] for out in final_outputs]
             dec.write_greedy(name, {u: t for p in parts for u, t in zip(p["ids"], p["greedy"])})
             dec.write_beam(name, {u: t for p in parts for u, t in zip(p["ids"], p["beam"])}, cfg)
-        graphs = dec.hotword_graphs(lists, cfg)
         for name, path in lists.items():
             parts = [out[name] for out in final_outputs]
             dec.write_hotwords(name, {u: t for p in parts for u, t in zip(p["ids"], p["hotwords"])}, cfg, path,
-                               graphs[path])
+                               phrases[path])
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)
