@@ -118,7 +118,7 @@ if in_stage 0 "data preparation ($corpus from $corpus_dir)"; then
   fi
 fi
 
-# Stage 1: fused log-mel features (kernels/fbank) by the model's front end, and global CMVN.
+# Stage 1: fused log-mel features (kernels/kocall_kernels/fbank) by the model's front end, and global CMVN.
 #   in:  $data/<set>/wav.scp, $fbank_conf (conf/fbank.yaml, or e.g. conf/fbank_whisper.yaml)
 #   out: $fdata/<set>/feats.scp (+ ark shards, utt2num_frames), $fdata/train/cmvn.json
 #        ($fdata = $data for conf/fbank.yaml, else $data/<front end>: copies of the data dirs)
@@ -173,7 +173,7 @@ if in_stage 4 "train $model_name on $device"; then
   fi
 fi
 
-# Stage 5: decoding: greedy, and CTC prefix beam search with the n-gram LM (kernels/ctc_decoder);
+# Stage 5: decoding: greedy, and CTC prefix beam search with the n-gram LM (kernels/kocall_kernels/ctc_decoder);
 #   LM weight and bonus are grid-searched on dev and applied to the test sets.
 #   in:  $amdir/final, $lang/lm/lm.arpa, $data/{dev,<test sets>}
 #   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json,

@@ -271,8 +271,8 @@ def pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def model_posteriors(model_dir: Path, data_dir: Path):
     """(log-probs, lens, references, tokenizer) of a trained model on a Kaldi data dir."""
-    from kocall.conformer_ctc.decode import set_log_probs
-    from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.stage_decode import set_log_probs
+    from kocall.model_dir import load_model_dir
     from kocall.datadir import load_data_dir
     from kocall.decode import FeatureMaker
 

@@ -4,7 +4,7 @@ Same audio, same settings for every row (conf/fbank.yaml: 8 kHz, 25/10 ms frames
 FFT, povey window, pre-emphasis 0.97, per-frame DC removal, 80 mels over 20-3800 Hz, no dither):
 
 CPU
-  ours            numba CPU twin (kernels/fbank/cpu.py), --threads numba threads, 64 utterances a call
+  ours            numba CPU twin (kernels/kocall_kernels/fbank/cpu.py), --threads numba threads, 64 utterances a call
   knf             kaldi-native-fbank OnlineFbank, one utterance at a time, 1 process
   knf xN          the same over N = --threads forked processes (the peer on as many cores as ours)
   librosa         librosa 0.11 melspectrogram (povey window padded to 256, htk mel, norm=None,
@@ -34,7 +34,7 @@ GPU
   ours / ours e2e as above (both passes: frame kernel + per-utterance dynamic range)
   torch           openai-whisper's recipe on the GPU, one utterance at a time (where torch has CUDA)
 The agreement check is max |ours - faster-whisper| over every value of the first 20 utterances
-(contract: 1e-4, kernels/fbank/test_fbank.py).
+(contract: 1e-4, kernels/kocall_kernels/fbank/test_fbank.py).
 
 Columns: seconds (best of --repeats, after a warm-up that also compiles numba), x real time
 (audio seconds / compute seconds), and the ratio peer seconds / our seconds (how many times
@@ -68,7 +68,7 @@ from kocall_kernels.fbank.peer import knf_fbank, knf_features, knf_options, whis
 REPO = Path(__file__).resolve().parents[1]
 CONFS = {"kaldi": REPO / "conf" / "fbank.yaml", "whisper": REPO / "conf" / "fbank_whisper.yaml"}
 BATCH = 64
-DYN_RANGE, TOL = 18.0, 1e-3  # agreement contract of kernels/fbank/test_fbank.py
+DYN_RANGE, TOL = 18.0, 1e-3  # agreement contract of kernels/kocall_kernels/fbank/test_fbank.py
 WHISPER_TOL = 1e-4           # the whisper flavour's contract (every value)
 # NVIDIA datasheet peak memory bandwidth (bytes/s), used when the device attributes are missing.
 PEAK_BW = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12, "H100": 3.35e12}
@@ -223,7 +223,7 @@ def agreement_whisper(cfg: FbankConfig, count: int = 20) -> dict:
 
 def agreement_cpu(cfg: FbankConfig) -> dict:
     """Max |ours - peer| over the first utterance, on bands within 18 nats of the frame peak
-    (below that float32 cannot resolve 1e-3; see kernels/fbank/test_fbank.py)."""
+    (below that float32 cannot resolve 1e-3; see kernels/kocall_kernels/fbank/test_fbank.py)."""
     x = AUDIO["kaldi"][0]
     ours, n = compute_fbank(x[None], [x.size], cfg)
     ours = ours[0, : n[0]]

@@ -23,5 +23,5 @@ if [ $# -lt 4 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1; lang=$2; data=$3; shift 3
 . "$(dirname "$0")/../path.sh"
 export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-$nj}
-python -m kocall.conformer_ctc.decode --device "$device" --decode-conf "$decode_conf" --nj "$nj" --cmd "$cmd" \
+python -m kocall.stage_decode --device "$device" --decode-conf "$decode_conf" --nj "$nj" --cmd "$cmd" \
   ${hotwords:+--hotwords "$hotwords"} "$amdir" "$lang" "$data" "$@"

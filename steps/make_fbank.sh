@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 1a: fused log-mel filterbank features (kernels/fbank) of one data dir.
+# Stage 1a: fused log-mel filterbank features (kernels/kocall_kernels/fbank) of one data dir.
 #   Every wav.scp entry is loaded, resampled to the config's rate (8 kHz for conf/fbank.yaml)
 #   and turned into float32 (frames, n_mels) features, --nj jobs in parallel, one ark shard each.
 # Writes DATA_DIR/{feats.scp,utt2num_frames,fbank.yaml} and DATA_DIR/data/feats.<n>.ark

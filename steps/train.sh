@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 4: train a Conformer-CTC acoustic model (recipes/conformer_ctc/train.py).
+# Stage 4: train a Conformer-CTC acoustic model (recipes/kocall/trainer.py).
 #   steps/train.sh [--device cpu|cuda] [--nj 2] [--ngpu 1] [--seed 1] [--max-minutes M]
 #                  [--model-conf conf/model_small.yaml] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR
 # in:  TRAIN_DIR/{feats.scp,cmvn.json,fbank.yaml,text} (or wav.scp for on-the-fly features),
@@ -46,9 +46,9 @@ if [ "$nodes" -gt 1 ] || [ "$slurm" = true ]; then
   gres=(); [ "$device" = cuda ] && gres=(--gres="gpu:$ngpu")
   # shellcheck disable=SC2086  # srun_opts is a list of flags
   exec srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 "${gres[@]}" $srun_opts \
-    "$(dirname "$0")/../utils/slurm_torchrun.sh" "$ngpu" "$rdzv_port" -m kocall.conformer_ctc.train "${args[@]}"
+    "$(dirname "$0")/../utils/slurm_torchrun.sh" "$ngpu" "$rdzv_port" -m kocall.trainer "${args[@]}"
 fi
 if [ "$ngpu" -gt 1 ]; then
-  exec torchrun --standalone --nproc_per_node "$ngpu" -m kocall.conformer_ctc.train "${args[@]}"
+  exec torchrun --standalone --nproc_per_node "$ngpu" -m kocall.trainer "${args[@]}"
 fi
 exec kocall train "${args[@]}"

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from kocall.audio import load_audio, write_wav
 from kocall.conformer_ctc import decode as stage
-from kocall.conformer_ctc.model_dir import load_model_dir
+from kocall.model_dir import load_model_dir
 from kocall.datadir import Utterance, write_data_dir
 from kocall.decode import decode_cmd
 from kocall.features import wav_to_fbank

@@ -228,7 +228,7 @@ def decode_setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from kocall.datadir import Utterance, write_data_dir
     from tests.test_decode import UTTS, make_model_dir, speechlike, write_bigram_arpa
     from kocall.audio import write_wav
-    from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.model_dir import load_model_dir
 
     root = tmp_path_factory.mktemp("decode_jobs")
     model = make_model_dir(root / "model")
@@ -290,7 +290,7 @@ def test_ddp_step_through_srun_and_torchrun_equals_the_single_process_step(slurm
     lands measurably elsewhere, so the comparison can fail."""
     import torch
 
-    from kocall.conformer_ctc.train import RunOptions, run_training
+    from kocall.trainer import RunOptions, run_training
     from kocall.dataset import make_batches
     from tests.test_train import TEXTS, make_data_dir, make_lang, write_conf
 

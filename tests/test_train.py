@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from kocall.conformer_ctc.train import RunOptions, Trainer, latest_checkpoint, load_checkpoint, run_training
+from kocall.trainer import RunOptions, Trainer, latest_checkpoint, load_checkpoint, run_training
 from kocall.dataset import ctc_min_frames, make_batches, shard_batches
 from kocall.errors import DataError, KocallError
 
@@ -121,7 +121,7 @@ def test_tiny_model_overfits_to_exact_transcripts(corpus: dict) -> None:
     tok = CharTokenizer.from_lang_dir(corpus["lang"])
     summary = run_training(options(corpus, conf, "exp_overfit"), tokenizer=tok)
 
-    from kocall.conformer_ctc.train import ctc_loss_sum
+    from kocall.trainer import ctc_loss_sum
     from kocall_kernels.ctc_decoder.greedy import greedy_decode
 
     exp = corpus["root"] / "exp_overfit"
@@ -212,7 +212,7 @@ def test_budget_schedule_decays_over_what_the_budget_allows(corpus: dict) -> Non
 
 
 def test_plan_steps_spans_the_remaining_budget() -> None:
-    from kocall.conformer_ctc.train import plan_steps
+    from kocall.trainer import plan_steps
 
     assert plan_steps(step=50, seconds_per_step=2.0, remaining_s=2000.0, total_steps=10**6, warmup_steps=100) == 1000
     assert plan_steps(50, 2.0, 2000.0, total_steps=600, warmup_steps=100) == 600      # never past the epochs
@@ -277,7 +277,7 @@ def test_bad_input_names_utterance_and_file(corpus: dict) -> None:
 def test_model_config_may_name_its_units(tmp_path: Path) -> None:
     # `unit:` is run.sh's default --unit for the model; the shipped Whisper config and the default
     # small one name jamo, medium and large none (run.sh: char).
-    from kocall.conformer_ctc.train import load_train_config
+    from kocall.trainer import load_train_config
 
     repo = Path(__file__).resolve().parents[1]
     assert load_train_config(repo / "conf" / "model_whisper_base_ctc.yaml")[0].unit == "jamo"

@@ -218,8 +218,8 @@ def whisper_conf(path: Path, checkpoint: Path, epochs: int = 50, **finetune) -> 
 def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, finetune: dict) -> None:
     from tests.test_train import N_MELS, TEXTS, CharTokenizer, make_data_dir, make_lang
 
-    from kocall.conformer_ctc.model_dir import load_model_dir
-    from kocall.conformer_ctc.train import RunOptions, run_training
+    from kocall.model_dir import load_model_dir
+    from kocall.trainer import RunOptions, run_training
     from kocall_kernels.ctc_decoder.greedy import greedy_decode
 
     train = make_data_dir(tmp_path, TEXTS, seed=0)
@@ -309,7 +309,7 @@ def test_decode_skips_by_name_what_is_longer_than_the_encoder_takes(tmp_path: Pa
 
     from kocall.audio import write_wav
     from kocall.cli import main
-    from kocall.conformer_ctc.model_dir import save_model_dir
+    from kocall.model_dir import save_model_dir
     from kocall.models import make_config
 
     repo = Path(__file__).resolve().parents[1]
@@ -343,7 +343,7 @@ def test_null_checkpoint_means_the_default_places_and_none_means_random(tmp_path
     that silently trained from random weights looked like a bad recipe); `none` is random init."""
     from types import SimpleNamespace
 
-    from kocall.conformer_ctc.train import FinetuneConfig, PretrainedConfig
+    from kocall.trainer import FinetuneConfig, PretrainedConfig
     from kocall.whisper_ctc.family import WhisperFamily
 
     (tmp_path / "models" / "whisper-tiny").mkdir(parents=True)

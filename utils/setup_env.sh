@@ -4,7 +4,7 @@
 #   2. a virtualenv in .venv with torch==2.13.0 installed FIRST (the local CPU
 #      wheel; a plain `torch` would pull several GB of CUDA wheels), then kocall;
 #   3. KenLM's lmplz/build_binary built from the kenlm sdist into tools/kenlm/bin.
-# A stamp holding a hash of this script and setup.cfg makes a second call a no-op.
+# A stamp holding a hash of this script and pyproject.toml makes a second call a no-op.
 # Usage: utils/setup_env.sh [--force]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +13,7 @@ force=false; [ "${1:-}" = "--force" ] && force=true
 
 venv=$root/.venv
 stamp=$venv/.kocall-setup
-want=$(cat utils/setup_env.sh setup.cfg | sha1sum | cut -d' ' -f1)
+want=$(cat utils/setup_env.sh pyproject.toml | sha1sum | cut -d' ' -f1)
 if ! $force && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && [ -x tools/kenlm/bin/lmplz ] && [ -x tools/kenlm/bin/build_binary ]; then
   exit 0
@@ -52,9 +52,9 @@ $pip install -U "pip>=24" "setuptools>=64" wheel
 log "installing torch==2.13.0 first (CPU build)"
 $pip install "torch==2.13.0"
 log "installing kocall and its dependencies"
-$pip install -e ".[dev]"
-# The Whisper log-mel reference of kernels/fbank's tests (test-only): faster-whisper without its
-# dependencies (ctranslate2, PyAV, ...); kernels/fbank/peer.py loads its NumPy feature extractor by path.
+$pip install -e ".[dev,recipe]"
+# The Whisper log-mel reference of kernels/kocall_kernels/fbank's tests (test-only): faster-whisper without its
+# dependencies (ctranslate2, PyAV, ...); kernels/kocall_kernels/fbank/peer.py loads its NumPy feature extractor by path.
 $pip install --no-deps "faster-whisper==1.2.1"
 # The CUDA extra only where a GPU driver is present.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then

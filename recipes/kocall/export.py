@@ -460,14 +460,14 @@ def load_int8_model_dir(model_dir: str | os.PathLike, device: str = "cpu", build
 def load_any_model_dir(model_dir: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Any, dict]:
     """The loader for `kocall decode --model DIR`: dispatches on config.json "quantized".
 
-    int8 dirs load here; float dirs go to kocall.conformer_ctc.model_dir.load_model_dir, which
+    int8 dirs load here; float dirs go to kocall.model_dir.load_model_dir, which
     judges them with the same `validate_model_dir` (and itself forwards int8 dirs here).
     """
     model_dir = Path(model_dir)
     check_required_files(model_dir)
     if read_config(model_dir).get("quantized") == QUANT_TAG:
         return load_int8_model_dir(model_dir, device)
-    from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.model_dir import load_model_dir
 
     return load_model_dir(model_dir, device)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from kocall.conformer_ctc.family import decay_groups
 from kocall.errors import KocallError
+from kocall.models import decay_groups
 from kocall.whisper_ctc.checkpoint import DIM_KEYS, init_from_checkpoint, load_encoder_checkpoint, resolve_checkpoint
 from kocall.whisper_ctc.model import ARCH, WhisperCTC, WhisperCTCConfig
 
@@ -105,6 +105,13 @@ class WhisperFamily:
         if not (ft.freeze_frontend or ft.freeze_blocks):
             raise KocallError("finetune.cache_frozen needs a frozen front end (freeze_frontend or freeze_blocks)")
         return ft.freeze_blocks
+
+    def max_input_seconds(self, config: dict) -> float | None:
+        model = config.get("model", {})
+        if "n_audio_ctx" not in model:
+            return None
+        shift_ms = float(config.get("features", {}).get("frame_shift_ms", 10.0))
+        return 2 * int(model["n_audio_ctx"]) * shift_ms / 1000   # conv2 halves the frame rate
 
 
 FAMILY = WhisperFamily()

@@ -8,8 +8,8 @@ num_frames (B,) int32: cfg.flavour "kaldi" T = 1 + (len - win) // shift (Kaldi
 snip_edges=True); "whisper" T = len // 160 (centred frames, Whisper's last frame dropped),
 values already normalised per utterance ((max(x, max - 8) + 4) / 4 of log10 mel power).
 
-Backends: "cpu" (numba twin, kernels/fbank/cpu.py), "cuda" (Numba CUDA kernel,
-kernels/fbank/cuda.py; also runs under NUMBA_ENABLE_CUDASIM=1). With dither 0 the kaldi
+Backends: "cpu" (numba twin, kernels/kocall_kernels/fbank/cpu.py), "cuda" (Numba CUDA kernel,
+kernels/kocall_kernels/fbank/cuda.py; also runs under NUMBA_ENABLE_CUDASIM=1). With dither 0 the kaldi
 flavour matches kaldi-native-fbank within 1e-3, the whisper flavour faster-whisper's NumPy
 feature extractor (openai-whisper's log_mel_spectrogram) within 1e-4 (see test_fbank.py).
 """

@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "compute-cmvn": "kocall.features:compute_cmvn_cmd",
     "lang": "kocall.lang:lang_cmd",
     "lm": "kocall.lm:lm_cmd",
-    "train": "kocall.conformer_ctc.train:train_cmd",
+    "train": "kocall.trainer:train_cmd",
     "decode": "kocall.decode:decode_cmd",
     "score": "kocall.scoring:score_cmd",
     "export": "kocall.export:export_cmd",

@@ -54,7 +54,7 @@ from pathlib import Path
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 END_RE = re.compile(r"^# Ended \(code (-?\d+)\)")
 RANGE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+):(\d+)$")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]   # recipes/kocall/jobs.py -> the checkout
 PROGRESS_SECONDS = 10.0   # slurm.pl prints "k of N done" at most this often
 POLL_SECONDS = 0.5        # slurm.pl looks at the logs this often
 NFS_GRACE = 5.0           # after the array left the queue, logs may take this long to show (NFS)

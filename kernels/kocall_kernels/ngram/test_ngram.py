@@ -24,7 +24,7 @@ from kocall_kernels.ngram import NgramTables, next_token_scores  # noqa: E402
 from kocall_kernels.ngram.cpu import lm_score  # noqa: E402
 from kocall_kernels.testing import cuda_subprocess_env  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOL = 1e-4
 # 라 and 마 are units the ARPA never saw: they score as <unk>.
 SYMBOLS = ["<blk>", "<unk>", "▁", "가", "나", "다", "라", "마"]

@@ -6,16 +6,7 @@ from typing import Any
 from torch import nn
 
 from kocall.conformer_ctc.model import ARCH, ConformerConfig, ConformerCTC
-
-
-def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and norm gains (standard practice)."""
-    decay, no_decay = [], []
-    for _, param in named_params:
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr": lr},
-                        {"params": no_decay, "weight_decay": 0.0, "lr": lr}) if g["params"]]
+from kocall.models import decay_groups
 
 
 class ConformerFamily:
@@ -37,6 +28,9 @@ class ConformerFamily:
 
     def cached_blocks(self, cfg: Any) -> int | None:
         return None
+
+    def max_input_seconds(self, config: dict) -> float | None:
+        return None   # convolution and relative attention: any length
 
 
 FAMILY = ConformerFamily()

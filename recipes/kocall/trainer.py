@@ -52,7 +52,7 @@ from torch import nn
 from kocall.progress import progress_bar
 
 from kocall.augment import AugmentConfig
-from kocall.conformer_ctc.model_dir import save_model_dir
+from kocall.model_dir import save_model_dir
 from kocall.dataset import (Batch, CachedHiddenSet, SpeechDataset, batch_loader, build_hidden_cache,
                             filter_trainable, load_cmvn_stats, load_entries, make_batches, shard_batches)
 from kocall.errors import KocallError

@@ -1,7 +1,7 @@
 """Tests of the fused filterbank against kaldi-native-fbank, a float64 numpy reference,
 and (under the CUDA simulator, in a subprocess) the GPU kernel against the CPU twin; the
 whisper flavour against faster-whisper's NumPy feature extractor and openai-whisper's
-torch.stft recipe (kernels/fbank/peer.py), to 1e-4 everywhere.
+torch.stft recipe (kernels/kocall_kernels/fbank/peer.py), to 1e-4 everywhere.
 
 On the tolerance: kaldi-native-fbank and our kernels both compute in float32, whose
 rounding noise sits about 1e-7 below the frame's largest spectral amplitude. Mel bands
@@ -31,7 +31,7 @@ knf = pytest.importorskip("kaldi_native_fbank")
 
 DYN_RANGE = 18.0   # nats (78 dB) below the frame peak band where float32 still resolves 1e-3
 TOL = 1e-3
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def numpy_fbank(samples: np.ndarray, cfg: FbankConfig) -> np.ndarray:

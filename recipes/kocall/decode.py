@@ -270,7 +270,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
-    from kocall.conformer_ctc.model_dir import load_model_dir
+    from kocall.model_dir import load_model_dir
 
     from kocall.device import require_device
 

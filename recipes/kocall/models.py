@@ -21,7 +21,7 @@ FAMILY_MODULES = {"conformer_ctc": "kocall.conformer_ctc.family", "whisper_ctc":
 
 
 class ModelFamily(Protocol):
-    """What the shared trainer asks of a family (kocall.conformer_ctc.train.Trainer)."""
+    """What the shared trainer, model-dir loader and decoders ask of a family (kocall.trainer.Trainer)."""
 
     arch: str
     uses_cmvn: bool   # False: the front end normalises itself; the model dir gets an identity cmvn.json
@@ -42,6 +42,9 @@ class ModelFamily(Protocol):
     def cached_blocks(self, cfg: Any) -> int | None:
         """None, or K: the frozen front end and blocks [0, K) are computed once per cached view
         (`model.frozen_front`) and training runs `model.forward_from(hidden, lens, K)`."""
+
+    def max_input_seconds(self, config: dict) -> float | None:
+        """The longest input a model dir (its config.json dict) takes; None: no limit of its own."""
 
 
 class ModelConfig:
@@ -93,11 +96,17 @@ def make_config(arch: str, model_cfg: dict, features: dict, subsampling: int, tr
 
 def max_input_seconds(config: dict) -> float | None:
     """The longest input a model dir's network takes (None: no limit of its own)."""
-    model = config.get("model", {}) if isinstance(config, dict) else {}
-    if arch_of(config) == "whisper_ctc" and "n_audio_ctx" in model:
-        shift_ms = float(config.get("features", {}).get("frame_shift_ms", 10.0))
-        return 2 * int(model["n_audio_ctx"]) * shift_ms / 1000   # conv2 halves the frame rate
-    return None
+    return family(arch_of(config)).max_input_seconds(config if isinstance(config, dict) else {})
+
+
+def decay_groups(named_params, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norm gains (standard practice)."""
+    decay, no_decay = [], []
+    for _, param in named_params:
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay, "lr": lr},
+                        {"params": no_decay, "weight_decay": 0.0, "lr": lr}) if g["params"]]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -133,7 +133,7 @@ class StageDecoder:
 
     @classmethod
     def load(cls, amdir: Path, lang: Path, device: str, decode_conf: str) -> "StageDecoder":
-        from kocall.conformer_ctc.model_dir import load_model_dir
+        from kocall.model_dir import load_model_dir
         from kocall.device import require_device
 
         require_device(device)
@@ -319,7 +319,7 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
         raise KocallError(f"--nj must be >= 1, not {nj}")
     work = amdir / ".decode_jobs"
     shutil.rmtree(work, ignore_errors=True)
-    argv = [sys.executable, "-m", "kocall.conformer_ctc.decode", "--device", device, "--decode-conf", decode_conf,
+    argv = [sys.executable, "-m", "kocall.stage_decode", "--device", device, "--decode-conf", decode_conf,
             "--nj", str(nj), "--job", "JOB", *(["--hotwords", hotwords] if hotwords else [])]
     tail = [str(amdir), str(lang), str(data), *sets]
     lists = hotword_lists(data, sets, hotwords)                 # checks the inputs before any job starts
