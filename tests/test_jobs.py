@@ -78,11 +78,11 @@ def test_run_pl_runs_each_job_with_its_number_and_reports_the_failed_one(tmp_pat
     assert "job 1 of 3 failed" not in proc.stderr and "job 3 of 3 failed" not in proc.stderr
     for job, code in ((1, 0), (2, 3), (3, 0)):
         lines = (tmp_path / "log" / f"t.{job}.log").read_text().splitlines()
-        assert lines[0] == f"# bash -c \"{script.replace('JOB', str(job))}\""   # Kaldi quoting: whitespace -> "..."
+        assert lines[0] == f"# bash -c '{script.replace('JOB', str(job))}'"   # each word quoted once
         assert lines[3] == (f"bad input in {job}" if code else f"job {job} threads 1")
         assert job_outcome(tmp_path / "log" / f"t.{job}.log") == code
-    # One job: no JOB=, and a bare word with shell syntax stays shell syntax (Kaldi's joining).
-    proc = subprocess.run([RUN_PL, "log/one.log", "echo", "a|tr", "a", "b"], cwd=tmp_path)
+    # One job: no JOB=, and a word that is a shell operator stays one (Kaldi's `\|`).
+    proc = subprocess.run([RUN_PL, "log/one.log", "echo", "a", "|", "tr", "a", "b"], cwd=tmp_path)
     assert proc.returncode == 0 and (tmp_path / "log" / "one.log").read_text().splitlines()[3] == "b"
 
 
@@ -259,7 +259,7 @@ def _run_decode(setup: dict, amdir: Path, *extra: str) -> None:
     from kocall.conformer_ctc import decode as stage
 
     shutil.copytree(setup["model"], amdir / "final")
-    stage.main(["--decode-conf", str(setup["conf"]), *extra, str(amdir), str(setup["lang"]), str(setup["data"]),
+    stage.main(["--config", str(setup["conf"]), *extra, str(amdir), str(setup["lang"]), str(setup["data"]),
                 "dev", "test"])
 
 
@@ -304,15 +304,15 @@ def test_ddp_step_through_srun_and_torchrun_equals_the_single_process_step(slurm
     conf_ddp = write_conf(tmp_path / "ddp.yaml", batching={"max_frames": two[0]}, training=training)
     conf_one = write_conf(tmp_path / "one.yaml", batching={"max_frames": 10 * sum(lengths)}, training=training)
 
-    proc = subprocess.run([str(REPO / "steps" / "train.sh"), "--slurm", "--ngpu", "2", "--device", "cpu", "--nj", "1",
-                           "--seed", str(seed), "--model-conf", str(conf_ddp), str(train), str(train), str(lang),
+    proc = subprocess.run([str(REPO / "steps" / "train.sh"), "--slurm", "--ngpu", "2", "--device", "cpu", "--threads", "1",
+                           "--seed", str(seed), "--config", str(conf_ddp), str(train), str(train), str(lang),
                            str(tmp_path / "ddp")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torchrun agent 1 of 1, 2 workers, rendezvous" in proc.stderr
 
     def single(conf: Path, name: str) -> dict:
         run_training(RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
-                                exp_dir=str(tmp_path / name), nj=1, seed=seed, progress=False))
+                                exp_dir=str(tmp_path / name), threads=1, seed=seed, progress=False))
         return torch.load(tmp_path / name / "checkpoints" / "epoch-1.pt", weights_only=True)["model"]
 
     ddp = torch.load(tmp_path / "ddp" / "checkpoints" / "epoch-1.pt", weights_only=True)["model"]

@@ -6,10 +6,13 @@ job array), with Kaldi's command line:
     slurm.pl [options] JOB=1:N LOG COMMAND...
     run.pl   [options] LOG COMMAND...             # one job
 
-The name before '=' (JOB) is replaced by the job number in LOG and COMMAND wherever it occurs,
-as in Kaldi. COMMAND's words are joined as Kaldi joins them (a word holding whitespace is
-quoted, any other word passes as it is, so "a|b" is a pipe) and run by bash, in the current
-directory, output and errors to LOG:
+The name before '=' (JOB) is the job's index variable: it is replaced by the job number in LOG
+and in COMMAND's words wherever it stands as a name of its own, i.e. not next to a letter, digit
+or '_' (`feats.JOB.ark`, `split4/JOB/text`, `--job JOB` are substituted; `MYJOBS`, `eval_JOB`
+are not). `JOB=N` runs job N only. COMMAND's words are quoted once (shlex.quote) and run by
+bash, in the current directory, output and errors to LOG, so `$(...)`, backticks and `$VAR`
+inside a word stay text. A word that is exactly a shell operator (`|`, `>`, `2>&1`, `&&`, ...)
+is passed as the operator: `run.pl LOG prog1 a '|' prog2 b` is a pipe, as in Kaldi:
 
     # COMMAND
     # Started at DATE
@@ -35,6 +38,8 @@ Options (`--name value`, before JOB=...):
                       default gpu=0                      # used when the option is not given
                     Any other `--name value` needs an `option name=...` line. The repo's
                     conf/slurm.conf is the fallback and documents the format.
+An option run.pl does not know is refused (slurm.pl: one its config has no line for), as are a
+malformed JOB=FIRST:LAST, more than MAX_JOBS jobs and --num-threads outside 1..MAX_THREADS.
 
 This file runs with any python3 (standard library only): the backends work before the
 virtualenv exists and on cluster nodes that only share the filesystem.
@@ -53,7 +58,13 @@ from pathlib import Path
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 END_RE = re.compile(r"^# Ended \(code (-?\d+)\)")
-RANGE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d+):(\d+)$")
+RANGE_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(\d{1,9})(?::(\d{1,9}))?$")
+RANGE_LIKE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")   # a first word like this must be a job range
+MAX_JOBS = 10_000         # job ids per call: far above any cluster array, far below a memory problem
+MAX_THREADS = 1024
+RUN_PL_OPTIONS = {"num_threads", "max_jobs_run", "mem", "gpu", "time", "partition", "config"}
+# A COMMAND word that is exactly one of these is the shell's operator, not text (Kaldi's `\|`).
+SHELL_OPERATORS = {"|", "|&", "||", "&&", ";", "&", "<", ">", ">>", "2>", "2>>", "&>", "2>&1", ">&2", "1>&2"}
 REPO_ROOT = Path(__file__).resolve().parents[2]   # recipes/kocall/jobs.py -> the checkout
 PROGRESS_SECONDS = 10.0   # slurm.pl prints "k of N done" at most this often
 POLL_SECONDS = 0.5        # slurm.pl looks at the logs this often
@@ -68,61 +79,67 @@ class UsageError(Exception):
 class Request:
     """One parsed `run.pl`/`slurm.pl` call."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], known_options: set[str] | None = None) -> None:
+        """`known_options`: the only option names allowed (run.pl's); None: any (slurm.pl maps
+        each through its config and refuses one without a line there)."""
         self.options: dict[str, str] = {}
         while argv and argv[0].startswith("--"):
             if len(argv) < 2:
                 raise UsageError(f"option {argv[0]} needs a value")
-            self.options[argv[0][2:].replace("-", "_")] = argv[1]
+            name = argv[0][2:].replace("-", "_")
+            if known_options is not None and name not in known_options:
+                known = ", ".join("--" + o.replace("_", "-") for o in sorted(known_options))
+                raise UsageError(f"unknown option {argv[0]} (known: {known})")
+            self.options[name] = argv[1]
             argv = argv[2:]
         self.jobname, self.first, self.last = None, 1, 1
-        if argv and RANGE_RE.match(argv[0]):
-            name, first, last = RANGE_RE.match(argv[0]).groups()  # type: ignore[union-attr]
-            self.jobname, self.first, self.last = name, int(first), int(last)
+        if argv and RANGE_LIKE.match(argv[0]):
+            match = RANGE_RE.match(argv[0])
+            if match is None:
+                raise UsageError(f"bad job range '{argv[0]}' (want NAME=FIRST:LAST, e.g. JOB=1:4)")
+            name, first, last = match.groups()
+            self.jobname, self.first, self.last = name, int(first), int(last if last is not None else first)
             if self.first < 1 or self.last < self.first:
-                raise UsageError(f"bad job range '{argv[0]}' (want e.g. JOB=1:4)")
+                raise UsageError(f"bad job range '{argv[0]}' (want NAME=FIRST:LAST with 1 <= FIRST <= LAST)")
+            if self.last - self.first + 1 > MAX_JOBS:
+                raise UsageError(f"job range '{argv[0]}' asks for more than {MAX_JOBS} jobs")
             argv = argv[1:]
         if len(argv) < 2:
             raise UsageError("expected [options] [JOB=1:N] LOG COMMAND...")
         self.log, self.words = argv[0], argv[1:]
-        if self.jobname and self.jobname not in self.log and self.last > self.first:
+        if self.jobname and substitute(self.log, self.jobname, "") == self.log and self.last > self.first:
             raise UsageError(f"the log name '{self.log}' must contain {self.jobname} (one log per job)")
-        self.threads = _count(self.options, "num_threads", 1)
-        self.max_jobs = _count(self.options, "max_jobs_run", 0)
+        self.threads = _count(self.options, "num_threads", 1, 1, MAX_THREADS)
+        self.max_jobs = _count(self.options, "max_jobs_run", 0, 0, MAX_JOBS)   # 0: all at once
 
     @property
     def job_ids(self) -> list[int]:
         return list(range(self.first, self.last + 1))
 
     def command(self, job: int | str) -> str:
-        return substitute(join_command(self.words), self.jobname, job)
+        return join_command([substitute(word, self.jobname, job) for word in self.words])
 
     def log_path(self, job: int | str) -> Path:
         return Path(substitute(self.log, self.jobname, job))
 
 
-def _count(options: dict[str, str], name: str, default: int) -> int:
+def _count(options: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     value = options.get(name, str(default))
-    if not value.isdigit():
-        raise UsageError(f"--{name.replace('_', '-')} takes a whole number, not '{value}'")
+    if not (value.isascii() and value.isdigit() and len(value) <= 9 and low <= int(value) <= high):
+        raise UsageError(f"--{name.replace('_', '-')} takes a whole number from {low} to {high}, not '{value}'")
     return int(value)
 
 
 def substitute(text: str, jobname: str | None, job: int | str) -> str:
-    return text.replace(jobname, str(job)) if jobname else text
+    """`text` with the index variable replaced where it stands as a name of its own (see above)."""
+    if not jobname:
+        return text
+    return re.sub(rf"(?<![A-Za-z0-9_]){re.escape(jobname)}(?![A-Za-z0-9_])", str(job), text)
 
 
 def join_command(words: list[str]) -> str:
-    """Kaldi's joining: bare words as they are, words with whitespace quoted."""
-    out = []
-    for word in words:
-        if word and not re.search(r"\s", word):
-            out.append(word)
-        elif '"' in word:
-            out.append(f"'{word}'")
-        else:
-            out.append(f'"{word}"')
-    return " ".join(out)
+    """One bash command line: each word quoted once, shell operators (`|`, `>`...) as they are."""
+    return " ".join(word if word in SHELL_OPERATORS else shlex.quote(word) for word in words)
 
 
 # ------------------------------------------------------------------ one job
@@ -326,9 +343,9 @@ def main(argv: list[str]) -> int:
     prog, rest = argv[0], argv[1:]
     try:
         if prog == "run-one":   # one task of a slurm.pl array: run-one J [options] [JOB=1:1] LOG COMMAND...
-            job, req = rest[0], Request(rest[1:])
+            job, req = rest[0], Request(rest[1:], RUN_PL_OPTIONS)
             return run_one(req.command(job), req.log_path(job), req.threads)
-        req = Request(rest)
+        req = Request(rest, RUN_PL_OPTIONS if prog == "run.pl" else None)
         return run_local(req) if prog == "run.pl" else run_slurm(req)
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
@@ -336,26 +353,60 @@ def main(argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------ the stages' side
+def index_name(texts: list[str]) -> str | None:
+    """An index variable name that occurs in none of `texts` (user paths): JOB when it can be,
+    so a data dir called /x/JOB/data or a set called eval.JOB is never rewritten by a backend."""
+    for name in ["JOB", *(f"JOB{i}X" for i in range(1, 1000))]:
+        if not any(re.search(rf"(?<![A-Za-z0-9_]){name}(?![A-Za-z0-9_])", text) for text in texts):
+            return name
+    return None   # 1,000 crafted names in one command line
+
+
 def dispatch(cmd: str, nj: int, log_pattern: str | os.PathLike, argv: list[str], what: str) -> None:
-    """Run `argv` (holding JOB) as jobs 1..nj through `cmd` ("run.pl", "slurm.pl --mem 4G", a
-    path to either); a failure raises KocallError naming each failed job, its last output line
-    and its log."""
+    """Run `argv` as jobs 1..nj through `cmd` ("run.pl", "slurm.pl --mem 4G", a path to either);
+    the words of `argv` that are exactly JOB, and JOB in the log pattern's file name, become the
+    job number; nothing else is (user paths holding JOB stay as they are). A failure raises
+    KocallError naming each failed job, its last output line and its log."""
     from kocall.errors import KocallError
 
-    words = shlex.split(cmd)
+    try:
+        words = shlex.split(cmd)
+    except ValueError as err:   # an unbalanced quote
+        raise KocallError(f"{what}: --cmd {cmd!r} cannot be split into words ({err})") from None
     if not words:
         raise KocallError(f"{what}: empty --cmd")
+    if not 1 <= nj <= MAX_JOBS:
+        raise KocallError(f"{what}: the number of jobs must be from 1 to {MAX_JOBS}, not {nj}")
+    operators = [word for word in argv if word in SHELL_OPERATORS]
+    if operators:
+        raise KocallError(f"{what}: argument '{operators[0]}' would be read as a shell operator; "
+                          f"name the path another way (e.g. ./{operators[0]})")
+    log_pattern = Path(log_pattern)
+    if "JOB" not in log_pattern.name:
+        raise KocallError(f"{what}: the log name '{log_pattern.name}' must hold JOB")
+    user_texts = [word for word in argv if word != "JOB"] + [str(log_pattern.parent), log_pattern.name.replace("JOB", "")]
+    name = index_name(user_texts)
+    if name is None:
+        raise KocallError(f"{what}: every job index name occurs in the paths; rename them")
+    argv = [name if word == "JOB" else word for word in argv]
+    log_pattern = log_pattern.with_name(log_pattern.name.replace("JOB", name))
     program = words[0]
     if "/" not in program and not _on_path(program) and (REPO_ROOT / "utils" / program).is_file():
         program = str(REPO_ROOT / "utils" / program)
-    full = [program, *words[1:], f"JOB=1:{nj}", str(log_pattern), *argv]
+    full = [program, *words[1:], f"{name}=1:{nj}", str(log_pattern), *argv]
+    backend = Path(program).name
+    if backend in ("run.pl", "slurm.pl"):   # its usage errors as one line here, before any job
+        try:
+            Request(full[1:], RUN_PL_OPTIONS if backend == "run.pl" else None)
+        except UsageError as err:
+            raise KocallError(f"{what}: --cmd {cmd!r}: {err}") from None
     try:
         code = subprocess.call(full)
     except OSError as err:   # not found, not executable
         raise KocallError(f"{what}: --cmd '{cmd}': cannot run '{program}' ({err.strerror})") from None
     if code == 0:
         return
-    req = Request([f"JOB=1:{nj}", str(log_pattern), "true"])
+    req = Request([f"{name}=1:{nj}", str(log_pattern), "true"])
     lines = []
     for job in req.job_ids:
         log = req.log_path(job)
