@@ -11,46 +11,43 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-stage=0
-stop_stage=100
-nj=2
+stage=0             # first stage to run (0-7)
+stop_stage=100      # last stage to run
+nj=2                # parallel jobs of the split stages (features, channel, decoding)
+threads=2           # torch CPU threads of each training process
 cmd=run.pl          # how the split steps run their --nj jobs: run.pl (here) | "slurm.pl --mem 4G" (README)
-force=false
+ngpu=1              # training processes per node (GPUs with --device cuda; gloo CPU processes with cpu)
+nodes=1             # training nodes (> 1: through Slurm's srun, see steps/train.sh)
+force=false         # rerun the chosen stages even when up to date
 corpus=synth        # synth | hackathon | clovacall | kspon | tsv | kaldi | shared-ko
 corpus_dir=         # default: corpora/synth (synth), ../shared (shared-ko); required otherwise
 label_file=         # hackathon only: default <corpus-dir>/hackathon.labels
-data=data
-exp=exp
+data=data           # output root of the data dirs, features, units and LM
+exp=exp             # output root of the models and their decodes
 device=cpu          # cpu | cuda (training and decoding)
 model_size=small    # the Conformer-CTC size when --model is not given: conf/model_<size>.yaml
-model=              # a model config conf/model_<model>.yaml of any family, e.g. whisper_base_ctc
-                    # (pretrained Whisper-base encoder + CTC: the choice for real speech, see README);
-                    # default: conformer_ctc_<model-size> (from scratch; conf/model_<model-size>.yaml)
+model=              # any model config conf/model_<model>.yaml, e.g. whisper_base_ctc; default: conformer_ctc_<model-size>
 pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's, see README)
-unit=               # char (Korean syllables + space) | jamo (initial/vowel/final jamo, composed back to syllables) | bpe (sentencepiece)
-                    # default: the model config's `unit:`, else char. small (the default) and whisper_base_ctc
-                    # say jamo: on the synthetic corpus small with jamo at 4x beat char at 8x (test CRR 98.99 vs
-                    # 95.43, new names recalled 95 % vs 44 %); on shared-ko whisper_base_ctc with jamo beat char
-                    # with beam + LM on both test sets (README "Output units"). medium/large stay char: neither
-                    # unit recognised real speech at the CPU budget tried
+unit=               # output units: char (syllables + space) | jamo (composed back to syllables) | bpe; default: the config's `unit:`
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
-seed=1
-hotwords=           # a hotwords list (phrase [:weight] per line) biasing decoding of every set;
-                    # default: only sets with their own $data/<set>/hotwords (synthetic test_hotwords)
+seed=1              # seed of the synthetic corpus, the data split, training and augmentation
+hotwords=           # a hotwords list (phrase [:weight] a line) for every set; default: each set's own hotwords file
 allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # let wav.scp/feats.scp entries be shell pipes (`cmd |`); default: KOCALL_ALLOW_PIPES
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj cmd force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords"
+_kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
 [ -z "$lm_order" ] || [[ "$lm_order" =~ ^[0-9]+$ ]] || { echo "$0: --lm-order must be a whole number, not '$lm_order'" >&2; exit 1; }
-for v in nj seed; do
+for v in nj threads ngpu nodes seed; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a whole number, not '${!v}'" >&2; exit 1; }
 done
-[ "$nj" -ge 1 ] || { echo "$0: --nj must be at least 1" >&2; exit 1; }
+for v in nj threads ngpu nodes; do
+  [ "${!v}" -ge 1 ] || { echo "$0: --$v must be at least 1" >&2; exit 1; }
+done
 [ "${#seed}" -le 9 ] || { echo "$0: --seed must be below 10^9, not '$seed'" >&2; exit 1; }
 for v in data exp model_size; do
   [ -n "${!v}" ] || { echo "$0: --${v//_/-} must not be empty" >&2; exit 1; }
@@ -129,7 +126,7 @@ if in_stage 1 "log-mel features ($frontend)"; then
        $(for x in train dev $(test_sets); do echo "$data/$x/wav.scp"; done); then
     for x in train dev $(test_sets); do
       [ "$fdata" = "$data" ] || utils/copy_data_dir.sh "$data/$x" "$fdata/$x"
-      steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --fbank-conf "$fbank_conf" "$fdata/$x"
+      steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --config "$fbank_conf" "$fdata/$x"
     done
     steps/compute_cmvn.sh "$fdata/train"
     stage_end
@@ -153,7 +150,7 @@ fi
 if in_stage 3 "n-gram LM (order ${lm_order:-of conf/lm.yaml})"; then
   if stage_begin "$data/.done/lm_$unit" "$data/.done/lang_$unit" conf/lm.yaml steps/train_lm.sh \
        "$data/train/text" "$data/dev/text" "$data/local/lm_text.txt" -- "order=$lm_order"; then
-    steps/train_lm.sh --order "$lm_order" --lm-conf conf/lm.yaml "$lang" "$data/train" "$data/dev" \
+    steps/train_lm.sh --order "$lm_order" --config conf/lm.yaml "$lang" "$data/train" "$data/dev" \
       "$data/local/lm_text.txt" "$lang/lm"
     stage_end
   fi
@@ -165,9 +162,10 @@ fi
 #   out: $amdir/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, $amdir/final/ (model dir)
 if in_stage 4 "train $model_name on $device"; then
   if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats_$frontend" "$data/.done/lang_$unit" \
-       "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} -- "device=$device" "seed=$seed"; then
+       "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} -- "device=$device" "seed=$seed" \
+       "processes=$((ngpu * nodes))"; then
     stage_workdir "$amdir"   # an interrupted run of the same inputs resumes; anything else restarts
-    steps/train.sh --device "$device" --nj "$nj" --seed "$seed" --model-conf "$model_conf" \
+    steps/train.sh --device "$device" --threads "$threads" --ngpu "$ngpu" --nodes "$nodes" --seed "$seed" --config "$model_conf" \
       --pretrained "$pretrained" --cache-dir "$exp/cache" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
     stage_end
   fi
@@ -182,7 +180,7 @@ if in_stage 5 "decoding"; then
   if stage_begin "$exp/.done/$(basename "$amdir").decode" "$exp/.done/$(basename "$amdir").train" \
        "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
        ${hotwords:+"hotwords=$hotwords"}; then
-    steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --decode-conf conf/decode.yaml --hotwords "$hotwords" \
+    steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --config conf/decode.yaml --hotwords "$hotwords" \
       "$amdir" "$lang" "$fdata" dev $(test_sets)
     stage_end
   fi

@@ -6,16 +6,16 @@
 # atomically: a bad utterance stops the stage naming it and its file, leaving no feats.scp.
 # The --nj jobs (one shard each) run through --cmd (Kaldi style: run.pl locally, slurm.pl as
 # one Slurm job array), logs in DATA_DIR/log/make_fbank.<n>.log.
-# Usage: steps/make_fbank.sh [--nj 2] [--cmd run.pl] [--fbank-conf conf/fbank.yaml] [--device cpu|cuda] DATA_DIR
+# Usage: steps/make_fbank.sh [--nj 2] [--cmd run.pl] [--config conf/fbank.yaml] [--device cpu|cuda] DATA_DIR
 set -euo pipefail
-nj=2
+nj=2                # parallel jobs (= ark shards)
 cmd=run.pl          # run.pl | "slurm.pl [--mem 4G] [--partition P]..." (see conf/slurm.conf)
-fbank_conf=conf/fbank.yaml
-device=cpu
-help_message="Usage: $0 [--nj N] [--cmd run.pl] [--fbank-conf FILE] [--device cpu|cuda] DATA_DIR"
-_kocall_option_vars="nj cmd fbank_conf device"
+config=conf/fbank.yaml   # the front end's config
+device=cpu          # cpu | cuda (the same features within 1e-4)
+help_message="Usage: $0 [options] DATA_DIR"
+_kocall_option_vars="nj cmd config device"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 1 ]; then echo "$help_message" >&2; exit 1; fi
 . "$(dirname "$0")/../path.sh"
 data=$1
-kocall make-feats --nj "$nj" --cmd "$cmd" --conf "$fbank_conf" --device "$device" "$data"
+kocall make-feats --nj "$nj" --cmd "$cmd" --config "$config" --device "$device" "$data"

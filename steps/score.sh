@@ -12,4 +12,4 @@ if [ $# -lt 3 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1
 data=$2
 shift 2
-python -m kocall.scoring "$amdir" "$data" "$@"
+kocall score-decodes "$amdir" "$data" "$@"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 4: train a Conformer-CTC acoustic model (recipes/kocall/trainer.py).
-#   steps/train.sh [--device cpu|cuda] [--nj 2] [--ngpu 1] [--seed 1] [--max-minutes M]
-#                  [--model-conf conf/model_small.yaml] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR
+#   steps/train.sh [--device cpu|cuda] [--threads 2] [--ngpu 1] [--seed 1] [--max-minutes M]
+#                  [--config conf/model_small.yaml] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR
 # in:  TRAIN_DIR/{feats.scp,cmvn.json,fbank.yaml,text} (or wav.scp for on-the-fly features),
 #      DEV_DIR/{feats.scp,text}, LANG_DIR/tokens.txt, the model config
 # out: EXP_DIR/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, EXP_DIR/final/ (model dir)
@@ -14,27 +14,27 @@
 # srun asks for one (--srun-opts "--partition gpu --time 24:00:00" adds flags). A rerun with
 # the same --nodes and --ngpu resumes from the latest checkpoint, as on one node.
 set -euo pipefail
-device=cpu
-nj=2
+device=cpu        # cpu | cuda
+threads=2         # torch CPU threads of each process
 ngpu=1            # processes per node (GPUs per node with --device cuda)
 nodes=1           # > 1: several nodes through srun + torchrun (c10d rendezvous)
 slurm=false       # launch through srun even for --nodes 1
 srun_opts=        # extra srun flags, e.g. "--partition gpu --time 24:00:00 --cpus-per-task 16"
 rdzv_port=        # rendezvous port on the first node (default: derived from the Slurm job id)
-seed=1
+seed=1            # seed of the initial weights, batch order and augmentation
 max_minutes=       # override the config's training time budget
 pretrained=        # pretrained checkpoint (whisper_* configs): overrides the config's pretrained.checkpoint
 cache_dir=         # cached frozen-block outputs (default EXP_DIR/cache; files named by their key, shareable)
-model_conf=conf/model_small.yaml
-help_message="Usage: $0 [--device cpu|cuda] [--nj N] [--ngpu N] [--nodes M] [--slurm] [--srun-opts S] [--seed S] [--max-minutes M] [--pretrained FILE] [--cache-dir DIR] [--model-conf FILE] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
-_kocall_option_vars="device nj ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained cache_dir model_conf"
+config=conf/model_small.yaml  # the model config
+help_message="Usage: $0 [options] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
+_kocall_option_vars="device threads ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained cache_dir config"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
 . "$(dirname "$0")/../path.sh"
 
-args=(--model-conf "$model_conf" --train "$train" --dev "$dev" --lang "$lang" --exp-dir "$exp_dir"
-      --device "$device" --nj "$nj" --seed "$seed")
+args=(--config "$config" --train "$train" --dev "$dev" --lang "$lang" --exp-dir "$exp_dir"
+      --device "$device" --threads "$threads" --seed "$seed")
 [ -n "$max_minutes" ] && args+=(--max-minutes "$max_minutes")
 [ -n "$pretrained" ] && args+=(--pretrained "$pretrained")
 [ -n "$cache_dir" ] && args+=(--cache-dir "$cache_dir")
@@ -46,9 +46,9 @@ if [ "$nodes" -gt 1 ] || [ "$slurm" = true ]; then
   gres=(); [ "$device" = cuda ] && gres=(--gres="gpu:$ngpu")
   # shellcheck disable=SC2086  # srun_opts is a list of flags
   exec srun --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 "${gres[@]}" $srun_opts \
-    "$(dirname "$0")/../utils/slurm_torchrun.sh" "$ngpu" "$rdzv_port" -m kocall.trainer "${args[@]}"
+    "$(dirname "$0")/../utils/slurm_torchrun.sh" "$ngpu" "$rdzv_port" -m kocall.cli train "${args[@]}"
 fi
 if [ "$ngpu" -gt 1 ]; then
-  exec torchrun --standalone --nproc_per_node "$ngpu" -m kocall.trainer "${args[@]}"
+  exec torchrun --standalone --nproc_per_node "$ngpu" -m kocall.cli train "${args[@]}"
 fi
 exec kocall train "${args[@]}"

@@ -260,7 +260,7 @@ def test_decode_stage_picks_the_lowest_dev_cer_and_applies_it(setup, tmp_path: P
     write_data_dir(data / "test", [Utterance(u, "spk", str(setup["wavs"][u]), "가3 가4", None) for u in test_ids])
 
     caplog.set_level("INFO", logger="kocall.decode_stage")
-    stage.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
+    stage.main(["--config", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
 
     logged = {(float(a), float(b)): float(c) for a, b, c in re.findall(
         r"grid dev: lm_weight ([\d.]+) word_bonus ([\d.]+) -> CER ([\d.]+)", caplog.text)}

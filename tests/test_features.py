@@ -165,20 +165,20 @@ def test_fbank_cli_ark_scp_and_npy(tmp_path: Path) -> None:
         write_wav(path, tone(secs, sr, 500.0 + 400 * i, seed=i), sr)
         wavs.append(str(path))
     runner = CliRunner()
-    result = runner.invoke(fbank_cmd, ["--conf", str(CONF), "--out", str(tmp_path / "out" / "f.scp"), *wavs])
+    result = runner.invoke(fbank_cmd, ["--config", str(CONF), "--out", str(tmp_path / "out" / "f.scp"), *wavs])
     assert result.exit_code == 0, result.output
     feats = {k: np.asarray(v) for k, v in kaldiio.load_scp(str(tmp_path / "out" / "f.scp")).items()}
     assert list(feats) == ["utt0", "utt1"]
     for key, wav in zip(feats, wavs):
         np.testing.assert_array_equal(feats[key], reference_feats(wav))
 
-    result = runner.invoke(fbank_cmd, ["--conf", str(CONF), "--out", str(tmp_path / "npy"), *wavs])
+    result = runner.invoke(fbank_cmd, ["--config", str(CONF), "--out", str(tmp_path / "npy"), *wavs])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "npy").iterdir()) == ["utt0.npy", "utt1.npy"]
     np.testing.assert_array_equal(np.load(tmp_path / "npy" / "utt1.npy"), feats["utt1"])
 
     missing = str(tmp_path / "nope.wav")
-    result = runner.invoke(fbank_cmd, ["--conf", str(CONF), "--out", str(tmp_path / "bad.scp"), wavs[0], missing])
+    result = runner.invoke(fbank_cmd, ["--config", str(CONF), "--out", str(tmp_path / "bad.scp"), wavs[0], missing])
     assert result.exit_code == 1
     assert "utterance 'nope'" in result.output and missing in result.output
     assert not (tmp_path / "bad.scp").exists() and not (tmp_path / "bad.ark").exists()
@@ -186,7 +186,7 @@ def test_fbank_cli_ark_scp_and_npy(tmp_path: Path) -> None:
 
 def test_step_scripts_make_feats_and_cmvn(tmp_path: Path) -> None:
     data = make_dir(tmp_path, UTTS[:2])
-    for cmd in (["steps/make_fbank.sh", "--nj", "2", "--fbank-conf", "conf/fbank.yaml", str(data)],
+    for cmd in (["steps/make_fbank.sh", "--nj", "2", "--config", "conf/fbank.yaml", str(data)],
                 ["steps/compute_cmvn.sh", str(data)]):
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -233,7 +233,7 @@ def test_whisper_front_end_through_the_stage_the_cli_and_a_model_dir(tmp_path: P
     conf = REPO / "conf" / "fbank_whisper.yaml"
     whisper = FbankConfig.from_yaml(conf)
     data = make_dir(tmp_path, UTTS[:2])   # one 16 kHz and one 8 kHz file
-    proc = subprocess.run(["steps/make_fbank.sh", "--nj", "1", "--fbank-conf", str(conf), str(data)], cwd=REPO,
+    proc = subprocess.run(["steps/make_fbank.sh", "--nj", "1", "--config", str(conf), str(data)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     feats = read_scp(data)
@@ -247,7 +247,7 @@ def test_whisper_front_end_through_the_stage_the_cli_and_a_model_dir(tmp_path: P
     shutil.copy(data / "fbank.yaml", model / "fbank.yaml")   # as save_model_dir copies it
     assert model_fbank_config(model) == whisper and whisper.flavour == "whisper"
     wav = str(tmp_path / "wavs" / "spk1-b.wav")
-    result = CliRunner().invoke(fbank_cmd, ["--conf", str(conf), "--out", str(tmp_path / "b.npy"), wav])
+    result = CliRunner().invoke(fbank_cmd, ["--config", str(conf), "--out", str(tmp_path / "b.npy"), wav])
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), feats["spk1-b"])
     short = tmp_path / "short.wav"

@@ -245,7 +245,7 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     write_data_dir(data / "test", [Utterance(u, "spk", str(wavs[u]), refs[u] or "가", None) for u in sorted(UTTS)])
     (data / "test" / "hotwords").write_text(f"{piece}\n타파\n", encoding="utf-8")
 
-    stage.main(["--decode-conf", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
+    stage.main(["--config", str(conf), str(amdir), str(lang), str(data), "dev", "test"])
     assert not (amdir / "decode_dev_beam_hotwords").exists()  # dev has no list
     got = read_kaldi_text(amdir / "decode_test_beam_hotwords" / "hyp.txt")
     assert got == biased and read_kaldi_text(amdir / "decode_test_beam" / "hyp.txt") == plain
@@ -254,7 +254,7 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     # the stage as two run.pl jobs (--cmd) writes the same biased decode, byte for byte
     jobs = tmp_path / "jobs"
     shutil.copytree(amdir / "final", jobs / "final")
-    stage.main(["--decode-conf", str(conf), "--nj", "2", "--cmd", str(REPO / "utils" / "run.pl"), str(jobs),
+    stage.main(["--config", str(conf), "--nj", "2", "--cmd", str(REPO / "utils" / "run.pl"), str(jobs),
                 str(lang), str(data), "dev", "test"])
     for name in ("hyp.txt", "decode_info.json"):
         assert (jobs / "decode_test_beam_hotwords" / name).read_bytes() == \
@@ -273,7 +273,7 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
     assert "## Hotwords" in results and "| test | beam_hotwords |" in results
 
     # --hotwords: one list for every set, dev included
-    stage.main(["--decode-conf", str(conf), "--hotwords", str(data / "test" / "hotwords"),
+    stage.main(["--config", str(conf), "--hotwords", str(data / "test" / "hotwords"),
                 str(amdir), str(lang), str(data), "dev", "test"])
     assert read_kaldi_text(amdir / "decode_dev_beam_hotwords" / "hyp.txt") == biased
 
@@ -284,7 +284,7 @@ def test_stage_biases_sets_with_a_list_and_scores_recall(setup, char_model, tmp_
         fresh = tmp_path / f"bad{len(extra)}"
         shutil.copytree(amdir / "final", fresh / "final")
         with pytest.raises(SystemExit, match=f"hotwords file '{bad}' line 2: phrase '명동점'"):
-            stage.main(["--decode-conf", str(conf), "--hotwords", str(bad), *extra, str(fresh), str(lang), str(data),
+            stage.main(["--config", str(conf), "--hotwords", str(bad), *extra, str(fresh), str(lang), str(data),
                         "dev", "test"])
         assert sorted(p.name for p in fresh.iterdir()) == ["final"]
 

@@ -127,7 +127,7 @@ def test_bad_prune_fails_atomically(corpus):
 def test_train_lm_script_as_run_sh_calls_it(corpus):
     out = corpus["tmp"] / "lang_script_lm"
     missing_extra = corpus["tmp"] / "no_such_lm_text.txt"
-    run = subprocess.run([str(ROOT / "steps/train_lm.sh"), "--order", "3", "--lm-conf", "conf/lm.yaml",
+    run = subprocess.run([str(ROOT / "steps/train_lm.sh"), "--order", "3", "--config", "conf/lm.yaml",
                           str(corpus["lang"]), str(corpus["train"]), str(corpus["dev"]), str(missing_extra), str(out)],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]

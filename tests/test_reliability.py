@@ -104,10 +104,10 @@ def test_wav_scp_pipe_refused_then_allowed_by_flag(tmp_path: Path) -> None:
     data.mkdir()
     (data / "wav.scp").write_text(f"u1 touch {marker}; cat {wav} |\n")
     conf = str(REPO / "conf" / "fbank.yaml")
-    result = run_kocall("make-feats", "--nj", "1", "--conf", conf, str(data))
+    result = run_kocall("make-feats", "--nj", "1", "--config", conf, str(data))
     one_line_error(result, "utterance 'u1'", "shell pipe", "--allow-pipes")
     assert not marker.exists() and not (data / "feats.scp").exists()
-    result = run_kocall("make-feats", "--nj", "1", "--conf", conf, "--allow-pipes", str(data))
+    result = run_kocall("make-feats", "--nj", "1", "--config", conf, "--allow-pipes", str(data))
     assert result.exit_code == 0, result.output
     assert marker.exists() and (data / "feats.scp").is_file()
 
@@ -471,20 +471,26 @@ def test_cuda_without_cuda_is_one_line(tmp_path: Path) -> None:
         pytest.skip("this machine has CUDA")
     for args in (["decode", "--device", "cuda", "--model", str(tmp_path), "a.wav"],
                  ["make-feats", "--device", "cuda", str(tmp_path)],
-                 ["train", "--device", "cuda", "--model-conf", "x.yaml", "--train", str(tmp_path / "t"),
+                 ["train", "--device", "cuda", "--config", "x.yaml", "--train", str(tmp_path / "t"),
                   "--dev", str(tmp_path / "d"), "--lang", str(tmp_path / "l"), "--exp-dir", str(tmp_path / "e")]):
         one_line_error(run_kocall(*args), "--device cuda: no CUDA device")
 
 
 def test_help_lists_one_line_descriptions() -> None:
-    from kocall.cli import COMMANDS, command_summary
+    """User commands in stage order with their one-line summary; plumbing (stamp) callable but not listed."""
+    from kocall.cli import COMMANDS, HIDDEN_COMMANDS, command_summary
 
     result = run_kocall("--help")
     assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
+              if line.startswith("  ") and not line.startswith("    ")]
+    assert listed == [name for name in COMMANDS if name not in HIDDEN_COMMANDS]
+    assert listed.index("prep") < listed.index("make-feats") < listed.index("train") < listed.index("score")
     for name, target in COMMANDS.items():
         summary = command_summary(target)
         assert summary and "kocall." not in summary, (name, summary)
-        assert summary.split()[0] in result.output
+        assert (summary.split()[0] in result.output) == (name not in HIDDEN_COMMANDS), name
+    assert run_kocall("stamp", "--help").exit_code == 0
 
 
 # ------------------------------------------------------------------ 3. the normaliser writes out every digit
@@ -602,7 +608,7 @@ def test_log_gets_plain_progress_lines_and_errors_on_their_own_line(tmp_path: Pa
     env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
     env.pop("KOCALL_ALLOW_PIPES", None)
     with open(log, "w") as handle:
-        ok = subprocess.run(["kocall", "make-feats", "--nj", "1", "--conf", str(REPO / "conf" / "fbank.yaml"),
+        ok = subprocess.run(["kocall", "make-feats", "--nj", "1", "--config", str(REPO / "conf" / "fbank.yaml"),
                              str(data)], stderr=handle, stdout=handle, env=env, timeout=300)
     assert ok.returncode == 0
     scp = (data / "feats.scp").read_text().splitlines()
@@ -671,7 +677,7 @@ def test_utterance_ids_cannot_escape_the_output_dir(tmp_path: Path) -> None:
     scp = tmp_path / "wav.scp"
     scp.write_text(f"../../escaped {wav}\n")
     out = tmp_path / "out" / "npy"
-    one_line_error(run_kocall("fbank", "--conf", str(REPO / "conf" / "fbank.yaml"), "--scp", str(scp),
+    one_line_error(run_kocall("fbank", "--config", str(REPO / "conf" / "fbank.yaml"), "--scp", str(scp),
                               "--out", str(out)), "utterance '../../escaped'", "file name")
     assert not list(tmp_path.rglob("escaped*"))
 

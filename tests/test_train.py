@@ -112,7 +112,7 @@ def corpus(tmp_path: Path) -> dict:
 
 def options(corpus: dict, conf: Path, exp: str, **kw) -> RunOptions:
     return RunOptions(model_conf=str(conf), train_dir=str(corpus["train"]), dev_dir=str(corpus["train"]),
-                      lang_dir=str(corpus["lang"]), exp_dir=str(corpus["root"] / exp), nj=1, seed=3,
+                      lang_dir=str(corpus["lang"]), exp_dir=str(corpus["root"] / exp), threads=1, seed=3,
                       progress=False, **kw)
 
 

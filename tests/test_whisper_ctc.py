@@ -229,7 +229,7 @@ def test_tiny_whisper_ctc_overfits_and_its_model_dir_decodes(tmp_path: Path, fin
     conf = whisper_conf(tmp_path / "w.yaml", ckpt, **finetune)
     tok = CharTokenizer.from_lang_dir(lang)
     opts = RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
-                      exp_dir=str(tmp_path / "exp"), nj=1, seed=3, progress=False)
+                      exp_dir=str(tmp_path / "exp"), threads=1, seed=3, progress=False)
     summary = run_training(opts, tokenizer=tok)
     assert summary["dev_cer"] == 0.0, summary
     rows = [r for r in (tmp_path / "exp" / "train_log.csv").read_text().splitlines()[1:] if r.split(",")[3]]
@@ -294,7 +294,7 @@ def test_kocall_fbank_uses_the_front_end_a_model_declares(tmp_path: Path) -> Non
     expected = wav_to_fbank(stored, rate, load_fbank_config(repo / "conf" / "fbank_whisper.yaml"))
     assert feats.shape == (200, 80)                     # 16 kHz after resampling, 10 ms hop
     assert np.allclose(feats, expected, atol=1e-6)
-    both = CliRunner().invoke(main, ["fbank", "--model", str(model_dir), "--conf", "conf/fbank.yaml",
+    both = CliRunner().invoke(main, ["fbank", "--model", str(model_dir), "--config", "conf/fbank.yaml",
                                      "--out", str(tmp_path / "g.npy"), str(tmp_path / "utt1.wav")])
     assert both.exit_code != 0 and "not both" in both.output
 

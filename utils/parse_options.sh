@@ -3,7 +3,8 @@
 #   --foo-bar VALUE   sets foo_bar=VALUE (the variable must already exist)
 #   --foo-bar=VALUE   the same
 #   --flag            for a variable whose default is true/false, sets it to true
-#   --help | -h       prints $help_message (if set) and the options with their values
+#   --help | -h       prints $help_message (if set) and, for each option, its value and the
+#                     comment beside its default in the script (`nj=2   # parallel jobs`)
 # Only the options a script declares in $_kocall_option_vars (variable names, space-separated)
 # are accepted: `--path x` cannot set PATH, nor any other shell variable. An unknown option is
 # an error. Positional arguments are left in "$@".
@@ -12,12 +13,20 @@ _kocall_is_option() {  # _kocall_is_option VAR: declared in $_kocall_option_vars
   [[ " ${_kocall_option_vars:-} " == *" $1 "* ]] && [ -n "${!1+set}" ]
 }
 
+_kocall_option_comment() {  # _kocall_option_comment VAR: the comment on the line setting VAR's default in $0
+  local line
+  line=$(grep -m1 -E "^$1=" "$0" 2>/dev/null) || return 0
+  [[ "$line" == *" # "* ]] && printf '%s' "${line#* # }"
+  return 0
+}
+
 _kocall_print_help() {
   [ -n "${help_message:-}" ] && printf '%s\n' "$help_message" >&2
-  echo "Options (current values):" >&2
-  local v
+  echo "Options (current value; what it does):" >&2
+  local v value
   for v in ${_kocall_option_vars:-}; do
-    printf '  --%-20s %s\n' "${v//_/-}" "${!v}" >&2
+    value=${!v}; [ -n "$value" ] || value="''"
+    printf '  --%-16s %-10s %s\n' "${v//_/-}" "$value" "$(_kocall_option_comment "$v")" >&2
   done
 }
 

@@ -56,6 +56,7 @@ $pip install -e ".[dev,recipe]"
 # The Whisper log-mel reference of kernels/kocall_kernels/fbank's tests (test-only): faster-whisper without its
 # dependencies (ctranslate2, PyAV, ...); kernels/kocall_kernels/fbank/peer.py loads its NumPy feature extractor by path.
 $pip install --no-deps "faster-whisper==1.2.1"
+$pip install --no-deps "openai-whisper==20250625"   # the reference decoder of the tests
 # The CUDA extra only where a GPU driver is present.
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
   $pip install -e ".[cuda]" || log "warning: cupy not installed; CuPy kernels disabled"

@@ -9,27 +9,32 @@ from pathlib import Path
 
 import click
 
+from kocall import __version__
 from kocall.errors import KocallError
 from kocall.rxspec import allow_pipes_option
 
-# name -> "module:attribute" of a click command
+# name -> "module:attribute" of a click command, in the order of the recipe's stages (run.sh),
+# then the tools around them; `kocall --help` lists them in this order.
 COMMANDS: dict[str, str] = {
-    "prep": "kocall.corpora.cli:prep_cmd",
-    "normalize": "kocall.text_norm:normalize_cmd",
+    "synth": "kocall.synth.cli:synth_cmd",                   # stage 0: the synthetic corpus
+    "prep": "kocall.corpora.cli:prep_cmd",                   # stage 0: corpus -> data dirs
     "validate-data-dir": "kocall.cli:validate_data_dir_cmd",
-    "synth": "kocall.synth.cli:synth_cmd",
-    "fbank": "kocall.features:fbank_cmd",
-    "make-feats": "kocall.features:make_feats_cmd",
+    "make-feats": "kocall.features:make_feats_cmd",          # stage 1
     "compute-cmvn": "kocall.features:compute_cmvn_cmd",
-    "lang": "kocall.lang:lang_cmd",
-    "lm": "kocall.lm:lm_cmd",
-    "train": "kocall.trainer:train_cmd",
-    "decode": "kocall.decode:decode_cmd",
+    "lang": "kocall.lang:lang_cmd",                          # stage 2
+    "lm": "kocall.lm:lm_cmd",                                # stage 3
+    "train": "kocall.trainer:train_cmd",                     # stage 4
+    "decode": "kocall.decode:decode_cmd",                    # stage 5 decodes data dirs; this, files
+    "score-decodes": "kocall.scoring:score_decodes_cmd",     # stage 6
     "score": "kocall.scoring:score_cmd",
-    "export": "kocall.export:export_cmd",
+    "export": "kocall.export:export_cmd",                    # stage 7
     "report": "kocall.report:report_cmd",
+    "fbank": "kocall.features:fbank_cmd",                    # tools
+    "normalize": "kocall.text_norm:normalize_cmd",
     "stamp": "kocall.stamp:stamp_cmd",
 }
+# Plumbing of the shell stages (run.sh's up-to-date markers): callable, not listed.
+HIDDEN_COMMANDS = frozenset({"stamp"})
 
 
 def command_summary(target: str) -> str:
@@ -51,7 +56,8 @@ def command_summary(target: str) -> str:
 class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl([(name, command_summary(COMMANDS[name])) for name in self.list_commands(ctx)])
+            formatter.write_dl([(name, command_summary(COMMANDS[name])) for name in self.list_commands(ctx)
+                                if name not in HIDDEN_COMMANDS])
 
     def invoke(self, ctx: click.Context):
         # Readers name the file and line of bad input (kocall.fileio.read_text); this is the net
@@ -65,7 +71,7 @@ class LazyGroup(click.Group):
             raise KocallError("an input is nested too deeply to be read (e.g. JSON)") from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
@@ -76,6 +82,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="kocall", message="%(prog)s %(version)s")
 def main() -> None:
     """kocall: Korean telephone speech recognition utilities."""
 

@@ -225,7 +225,7 @@ def decode_rows(rows: list[np.ndarray], cfg: DecoderConfig, tables, device: str,
 
 def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
                   nbest: dict[str, list[tuple[Hypothesis, str]]]) -> None:
-    if out:
+    if out and out != "-":
         write_table(out, texts)
     else:
         for utt in sorted(texts, key=lambda k: k.encode("utf-8")):
@@ -241,20 +241,28 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="model dir (final/)")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="Kaldi data dir")
 @click.option("--scp", default=None, type=click.Path(dir_okay=False), help="wav.scp or feats.scp")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Kaldi text output (default stdout)")
+@click.option("--out", default=None, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Kaldi text output (default or '-': standard output)")
 @click.option("--lm", default=None, type=click.Path(dir_okay=False), help="lm.arpa (or lm.bin: the ARPA beside it)")
-@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True, help="beam width")
 @click.option("--lm-weight", type=float, default=0.5, show_default=True, help="alpha (LM log10 -> ln, then x alpha)")
 @click.option("--word-bonus", type=float, default=1.0, show_default=True,
               help="beta per emitted unit (per ▁ with --bonus-unit word)")
-@click.option("--bonus-unit", type=click.Choice(["token", "word"]), default="token", show_default=True)
-@click.option("--token-topk", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--token-min-logp", type=float, default=-12.0, show_default=True)
-@click.option("--nbest", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--nbest-out", default=None, type=click.Path(dir_okay=False))
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--bonus-unit", type=click.Choice(["token", "word"]), default="token", show_default=True,
+              help="what --word-bonus is paid for: every unit, or every word (▁)")
+@click.option("--token-topk", type=click.IntRange(min=1), default=16, show_default=True,
+              help="units tried per frame (the most likely)")
+@click.option("--token-min-logp", type=float, default=-12.0, show_default=True,
+              help="units below this log-probability in a frame are not tried")
+@click.option("--nbest", type=click.IntRange(min=1), default=1, show_default=True,
+              help="hypotheses kept per utterance for --nbest-out")
+@click.option("--nbest-out", default=None, type=click.Path(dir_okay=False),
+              help="write the N-best list: 'utt-rank score am lm text' lines")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="where the model and the beam search run")
 @click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="utterances per forward pass")
 @click.option("--hotwords", default=None, type=click.Path(dir_okay=False),
               help="phrases to boost, one per line, optional weight per character: '명동점 :2.5' (kocall.hotwords)")
 @click.option("--hotword-weight", type=float, default=DEFAULT_WEIGHT, show_default=True,
@@ -278,7 +286,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     from kocall.fileio import check_output_dir
 
     for path in (out, nbest_out):
-        if path:  # an output may not overwrite an input nor write into the model dir
+        if path and path != "-":  # an output may not overwrite an input nor write into the model dir
             check_output_dir(path, {"--model": model_dir, "--scp": scp, "--data-dir": data_dir, "--lm": lm,
                                     **{f"input '{w}'": w for w in wavs}})
     utts = collect_inputs(wavs, data_dir, scp)

@@ -582,7 +582,8 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
               help="float model dir (e.g. exp/.../final)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="int8 model dir to write (e.g. exp/.../final_int8)")
-@click.option("--dtype", type=click.Choice(["int8"]), default="int8", show_default=True)
+@click.option("--dtype", type=click.Choice(["int8"]), default="int8", show_default=True,
+              help="weight type of the exported model")
 @click.option("--if-stale", is_flag=True, help="do nothing when --out is already the export of --model")
 @click.option("--activations", type=click.Choice(["auto", *ACTIVATIONS]), default="auto", show_default=True,
               help="dynamic: int8 matmuls (CPU); float: int8 weights dequantised at load; auto: the model "

@@ -409,7 +409,7 @@ def _run_dispatched(data_dir: Path, yaml_text: str, n: int, device: str, allow_p
 
     conf_tmp = ark_dir / f".fbank.of{n}.yaml.tmp"   # the jobs read the config the stage was given
     conf_tmp.write_text(yaml_text, encoding="utf-8")
-    argv = [sys.executable, "-m", "kocall.cli", "make-feats", "--job", "JOB", "--nj", str(n), "--conf", str(conf_tmp),
+    argv = [sys.executable, "-m", "kocall.cli", "make-feats", "--job", "JOB", "--nj", str(n), "--config", str(conf_tmp),
             "--device", device, *(["--allow-pipes"] if allow_pipes else []), str(data_dir)]
     try:
         dispatch(cmd, n, data_dir / "log" / "make_fbank.JOB.log", argv, f"make-feats {data_dir}")
@@ -567,11 +567,12 @@ def _write_npy(out: Path, items: Iterator[tuple[str, str, np.ndarray]], single: 
 
 
 @click.command("fbank")
-@click.option("--conf", default=None, type=click.Path(dir_okay=False),
-              help="fbank yaml (default conf/fbank.yaml; e.g. conf/fbank_whisper.yaml)")
+@click.option("--config", "conf", default=None, type=click.Path(dir_okay=False),
+              help="front-end config (default conf/fbank.yaml; e.g. conf/fbank_whisper.yaml)")
 @click.option("--model", "model_dir", default=None, type=click.Path(file_okay=False),
-              help="a model dir: use the front end it declares (its fbank.yaml) instead of --conf")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES))
+              help="a model dir: use the front end it declares (its fbank.yaml) instead of --config")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES),
+              help="where the feature kernel runs (cuda: the same features within 1e-4)")
 @click.option("--scp", default=None, type=click.Path(dir_okay=False), help="a wav.scp instead of WAV files")
 @click.option("--out", required=True, type=click.Path(),
               help="X.ark or X.scp: kaldiio ark + scp; X.npy: one input; else a directory of <utt>.npy")
@@ -583,7 +584,7 @@ def fbank_cmd(conf: str | None, model_dir: str | None, device: str, scp: str | N
     from kocall.progress import progress_bar
 
     if conf and model_dir:
-        raise KocallError("give --conf or --model, not both (a model dir declares its own front end)")
+        raise KocallError("give --config or --model, not both (a model dir declares its own front end)")
     cfg = model_fbank_config(Path(model_dir)) if model_dir else load_fbank_config(conf or "conf/fbank.yaml")
     backend = _check_device(device)
     utts = _wav_inputs(wavs, scp)
@@ -605,14 +606,15 @@ def fbank_cmd(conf: str | None, model_dir: str | None, device: str, scp: str | N
 
 
 @click.command("make-feats")
-@click.option("--conf", default="conf/fbank.yaml", show_default=True, type=click.Path(dir_okay=False),
-              help="fbank yaml (copied into DATA_DIR/fbank.yaml)")
+@click.option("--config", "conf", default="conf/fbank.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="front-end config (copied into DATA_DIR/fbank.yaml)")
 @click.option("--nj", default=2, show_default=True, type=int, help="parallel jobs (= ark shards)")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES),
+              help="where the feature kernel runs (cuda: the same features within 1e-4)")
 @click.option("--allow-pipes", is_flag=True, help="let wav.scp entries be shell pipes (default: KOCALL_ALLOW_PIPES)")
 @click.option("--cmd", default=None, help="run the --nj jobs through a backend: run.pl, 'slurm.pl --mem 4G' "
               "(default or '': in this process)")
-@click.option("--job", default=None, type=int, help="compute only job J of --nj (what --cmd runs)")
+@click.option("--job", default=None, type=int, hidden=True, help="compute only job J of --nj (what --cmd runs)")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str | None, job: int | None,
                    data_dir: str) -> None:
@@ -627,7 +629,8 @@ def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str 
 
 
 @click.command("compute-cmvn")
-@click.option("--std-floor", default=CMVN_STD_FLOOR, show_default=True, type=float)
+@click.option("--std-floor", default=CMVN_STD_FLOOR, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="smallest standard deviation a feature dimension is divided by")
 @allow_pipes_option
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def compute_cmvn_cmd(std_floor: float, data_dir: str) -> None:

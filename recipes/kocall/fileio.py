@@ -223,8 +223,16 @@ def check_utf8(path: str | os.PathLike, block: int = 1 << 20) -> None:
                 return
 
 
+STDIN = "-"   # the path that names standard input (`kocall score --hyp -`)
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    """The text of a UTF-8 file; missing, unreadable or non-UTF-8 input is a one-line DataError."""
+    """The text of a UTF-8 file, or of standard input for "-"; missing, unreadable or non-UTF-8
+    input is a one-line DataError."""
+    if str(path) == STDIN:
+        import sys
+
+        return decode_text(sys.stdin.buffer.read(), "standard input")
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -249,9 +257,10 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 def read_table(path: str | os.PathLike, allow_empty_value: bool = False) -> dict[str, str]:
     """Read a Kaldi table (`key rest-of-line`; the key ends at the first space or tab),
     rejecting duplicate keys and empty values."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file '{path}' is missing")
+    if str(path) != STDIN:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"file '{path}' is missing")
     table: dict[str, str] = {}
     for lineno, line in enumerate(read_text(path).split("\n"), 1):  # only \n ends a line, as in Kaldi
         if not line.strip():

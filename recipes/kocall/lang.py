@@ -263,7 +263,8 @@ def _inventory_unit(symbols: Sequence[str]) -> str:
 
 # --- CLI ---------------------------------------------------------------------------
 @click.command("lang")
-@click.option("--unit", type=click.Choice(UNITS), default="char", show_default=True)
+@click.option("--unit", type=click.Choice(UNITS), default="char", show_default=True,
+              help="char: syllables + space; jamo: initial/vowel/final jamo; bpe: sentencepiece")
 @click.option("--vocab-size", type=click.IntRange(min=2), default=500, show_default=True,
               help="sentencepiece pieces (unit=bpe)")
 @click.option("--extra-text", type=click.Path(dir_okay=False), default=None,

@@ -1,6 +1,6 @@
 """The n-gram LM over the AM's units (stage 3): KenLM lmplz + build_binary, dev perplexity.
 
-`kocall lm train --order N [--conf conf/lm.yaml] [--prune "0 0 1"] --lang LANG
+`kocall lm train --order N [--config conf/lm.yaml] [--prune "0 0 1"] --lang LANG
  --train-text DATA/text [--extra-text FILE] --dev-text DEV/text --out DIR` writes, as one
 atomic directory:
   lm.arpa, lm.bin   the model (lmplz, modified Kneser-Ney; build_binary)
@@ -278,16 +278,19 @@ def lm_cmd() -> None:
 
 @lm_cmd.command("train")
 @click.option("--order", type=click.IntRange(min=2, max=MAX_ORDER), default=None,
-              help="n-gram order [default: the conf's order for the unit: char 6, jamo 8]")
-@click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=None, help="conf/lm.yaml")
-@click.option("--prune", default=None, help="lmplz --prune thresholds, e.g. '0 0 1' (overrides the conf)")
-@click.option("--memory", default=None, help="lmplz -S, e.g. '10%' or '1G' (overrides the conf)")
-@click.option("--lang", "lang_dir", required=True, type=click.Path(file_okay=False))
+              help="n-gram order [default: the config's order for the unit: char 6, jamo 8]")
+@click.option("--config", "conf_path", type=click.Path(dir_okay=False), default=None,
+              help="LM config (default conf/lm.yaml)")
+@click.option("--prune", default=None, help="lmplz --prune thresholds, e.g. '0 0 1' (overrides the config)")
+@click.option("--memory", default=None, help="lmplz -S, e.g. '10%' or '1G' (overrides the config)")
+@click.option("--lang", "lang_dir", required=True, type=click.Path(file_okay=False),
+              help="lang dir of the units (tokens.txt)")
 @click.option("--train-text", required=True, type=click.Path(dir_okay=False), help="Kaldi text of train")
 @click.option("--extra-text", default=None, type=click.Path(dir_okay=False),
               help="extra LM sentences, one a line (may be empty or missing)")
 @click.option("--dev-text", required=True, type=click.Path(dir_okay=False), help="Kaldi text of dev")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="output dir (lm.arpa, lm.bin, ppl.txt), written atomically")
 def train_cmd(order: int | None, conf_path: str | None, prune: str | None, memory: str | None, lang_dir: str,
               train_text: str, extra_text: str | None, dev_text: str, out_dir: str) -> None:
     """Train an ORDER-gram over the units of LANG; write OUT (lm.arpa, lm.bin, ppl.txt)."""

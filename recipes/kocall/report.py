@@ -405,7 +405,7 @@ def build_report(model_dirs: list[str], cfg: ReportConfig) -> dict[str, Any]:
               help="cuda also measures the GPU RTF (float models)")
 @click.option("--max-utts", type=int, default=0, show_default=True, help="per set; 0 = all")
 @click.option("--threads", default="1,2", show_default=True, help="CPU thread counts to time")
-@click.option("--beam", type=int, default=16, show_default=True)
+@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True, help="beam width of the LM decode")
 @click.option("--lm-weight", type=float, default=0.5, show_default=True, help="unless best_weights.json")
 @click.option("--word-bonus", type=float, default=0.0, show_default=True, help="unless best_weights.json")
 @allow_pipes_option

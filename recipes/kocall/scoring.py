@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -167,8 +166,10 @@ def _report_mismatches(result: ScoreResult, hyp_path: str) -> None:
 
 
 @click.command("score")
-@click.option("--ref", "ref_path", required=True, type=click.Path(dir_okay=False), help="reference Kaldi text")
-@click.option("--hyp", "hyp_path", required=True, type=click.Path(dir_okay=False), help="hypothesis Kaldi text")
+@click.option("--ref", "ref_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="reference Kaldi text ('-': standard input)")
+@click.option("--hyp", "hyp_path", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="hypothesis Kaldi text ('-': standard input, e.g. piped from `kocall decode`)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of the summary line")
 @click.option("--align", "align_path", type=click.Path(dir_okay=False), help="write an sclite-style alignment")
 @click.option("--json-out", type=click.Path(dir_okay=False), help="also write the JSON object to this file")
@@ -178,8 +179,10 @@ def _report_mismatches(result: ScoreResult, hyp_path: str) -> None:
 def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | None,
               json_out: str | None, summary_out: str | None, hotwords_path: str | None) -> None:
     """Score HYP against REF: CRR and CER (spaces removed), WER; with --hotwords, their recall."""
-    from kocall.fileio import check_output_dir
+    from kocall.fileio import STDIN, check_output_dir
 
+    if ref_path == STDIN and hyp_path == STDIN:
+        raise click.UsageError("--ref and --hyp cannot both be '-' (standard input)")
     for path in (align_path, json_out, summary_out):
         if path:  # `--json-out ref.txt` would overwrite the reference
             check_output_dir(path, {"--ref": ref_path, "--hyp": hyp_path})
@@ -281,6 +284,3 @@ def score_decodes_cmd(amdir: str, data: str, sets: tuple[str, ...]) -> None:
         click.echo(f"{row['set']:>13} {row['decoder']:<13} CRR {row['crr']:.2f} | CER {row['cer']:.2f} | "
                    f"WER {row['wer']:.2f}" + (f" | {row['hotword_summary']}" if row.get("hotwords") else ""))
 
-
-if __name__ == "__main__":
-    score_decodes_cmd(sys.argv[1:])  # python -m kocall.scoring AMDIR DATA SET...

@@ -1,4 +1,6 @@
-"""Decode stage for Conformer-CTC (run.sh stage 5, steps/decode.sh).
+"""Decode stage of a CTC model dir of any family (run.sh stage 5, steps/decode.sh).
+
+    python -m kocall.stage_decode [--config conf/decode.yaml] [--nj N --cmd run.pl] AMDIR LANG DATA DEV [TEST...]
 
 For each set: log-probs computed once (model in eval mode, batched) and kept in memory;
 greedy hypotheses to AMDIR/decode_<set>_greedy/hyp.txt; on the first set (dev) a grid search
@@ -87,18 +89,20 @@ def write_decode(dirname: Path, ids: list[str], texts: list[str], info: dict) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--decode-conf", default="conf/decode.yaml")
+    parser = argparse.ArgumentParser(prog="python -m kocall.stage_decode", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default: %(default)s)")
+    parser.add_argument("--config", dest="decode_conf", default="conf/decode.yaml",
+                        help="decode config: beam, LM weight grid (default: %(default)s)")
     parser.add_argument("--nj", type=int, default=1, help="jobs per set (with --cmd or --job)")
     parser.add_argument("--cmd", default="", help="run the jobs through run.pl, 'slurm.pl --gpu 1'... "
                         "(default: everything in this process)")
-    parser.add_argument("--job", type=int, default=None, help="run only job J of --nj of one --round (what --cmd runs)")
-    parser.add_argument("--round", choices=ROUNDS, default=None)
+    # What --cmd runs; not for users.
+    parser.add_argument("--job", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--round", choices=ROUNDS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hotwords", default=None, help="one hotwords list for every set (default: DATA/<set>/hotwords)")
-    parser.add_argument("amdir")
-    parser.add_argument("lang")
-    parser.add_argument("data")
+    parser.add_argument("amdir", help="the model's experiment dir (AMDIR/final is the model dir)")
+    parser.add_argument("lang", help="lang dir (tokens.txt, lm/lm.arpa)")
+    parser.add_argument("data", help="the folder of the data dirs of the sets")
     parser.add_argument("sets", nargs="+", help="dev set first (the grid search runs on it), then test sets")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -319,7 +323,7 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
         raise KocallError(f"--nj must be >= 1, not {nj}")
     work = amdir / ".decode_jobs"
     shutil.rmtree(work, ignore_errors=True)
-    argv = [sys.executable, "-m", "kocall.stage_decode", "--device", device, "--decode-conf", decode_conf,
+    argv = [sys.executable, "-m", "kocall.stage_decode", "--device", device, "--config", decode_conf,
             "--nj", str(nj), "--job", "JOB", *(["--hotwords", hotwords] if hotwords else [])]
     tail = [str(amdir), str(lang), str(data), *sets]
     lists = hotword_lists(data, sets, hotwords)                 # checks the inputs before any job starts

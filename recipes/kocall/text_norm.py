@@ -211,7 +211,8 @@ def normalize_text(text: str, punct: str = "strip") -> str:
 
 
 @click.command("normalize")
-@click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)
+@click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True,
+              help="strip: no punctuation; keep-final: sentence-final ?.! as output units")
 @click.option("--kaldi/--plain", default=True, show_default=True, help="lines are 'utt_id text' (Kaldi text)")
 @click.argument("input_file", type=click.File("rb"), default="-")
 def normalize_cmd(punct: str, kaldi: bool, input_file) -> None:

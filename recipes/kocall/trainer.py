@@ -5,9 +5,9 @@ initialisation, its parameter groups (freezing, layer-wise lr decay) and whether
 lower blocks may be cached (`finetune.cache_frozen`: their outputs are computed once per
 augmented view, then only the upper part trains). Everything else below is shared.
 
-    kocall train --model-conf conf/model_small.yaml --train data/train --dev data/dev \
+    kocall train --config conf/model_small.yaml --train data/train --dev data/dev \
         --lang data/lang_char --exp-dir exp/conformer_ctc_small_char [--device cpu|cuda]
-        [--nj 2] [--seed 1] [--max-minutes 9] [--avg 3]
+        [--threads 2] [--seed 1] [--max-minutes 9] [--avg 3]
     torchrun --nproc_per_node 4 -m kocall.cli train ... --device cuda     # several GPUs
 
 Outputs in EXP_DIR: checkpoints/ckpt-<step>.pt (full state; the latest few are kept),
@@ -195,7 +195,7 @@ class RunOptions:
     lang_dir: str
     exp_dir: str
     device: str = "cpu"
-    nj: int = 1
+    threads: int = 1                      # torch CPU threads of each process
     seed: int = 1
     max_minutes: float | None = None
     avg: int | None = None
@@ -482,7 +482,7 @@ class Trainer:
         if opts.pretrained is not None:
             self.cfg.pretrained.checkpoint = opts.pretrained
         self.family = model_family(self.cfg.arch)
-        torch.set_num_threads(max(1, opts.nj))
+        torch.set_num_threads(max(1, opts.threads))
         if opts.device == "cuda" and not torch.cuda.is_available():
             raise KocallError("--device cuda: no CUDA device is available (use --device cpu)")
         self.dist = init_distributed(opts.device)
@@ -554,7 +554,7 @@ class Trainer:
         if flavour(declared) != flavour(self.features_cfg):
             raise KocallError(f"model config '{self.opts.model_conf}' declares front end '{declared_path}' "
                               f"({flavour(declared)}) but '{self.fbank_path}' holds {flavour(self.features_cfg)} "
-                              f"features: run the feature stage with --fbank-conf {declared_path}")
+                              f"features: rerun steps/make_fbank.sh --config {declared_path}")
 
     def _read_fbank_yaml(self) -> dict:
         if not self.fbank_path.is_file():
@@ -885,14 +885,18 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 
 
 @click.command("train")
-@click.option("--model-conf", required=True, type=click.Path(dir_okay=False), help="conf/model_<size>.yaml")
+@click.option("--config", "model_conf", required=True, type=click.Path(dir_okay=False),
+              help="model config, e.g. conf/model_small.yaml")
 @click.option("--train", "train_dir", required=True, help="training data dir (feats.scp, cmvn.json, fbank.yaml)")
 @click.option("--dev", "dev_dir", required=True, help="dev data dir (feats.scp)")
 @click.option("--lang", "lang_dir", required=True, help="lang dir with tokens.txt")
 @click.option("--exp-dir", required=True, help="output dir; a rerun resumes from its latest checkpoint")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--nj", type=int, default=1, show_default=True, help="torch CPU threads")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="where to train (cuda: one GPU per process under torchrun)")
+@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="torch CPU threads of each process")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True,
+              help="seed of the initial weights, batch order and augmentation")
 @click.option("--max-minutes", type=float, default=None, help="training time budget (overrides the config)")
 @click.option("--avg", type=int, default=None, help="epoch checkpoints to average (overrides the config)")
 @click.option("--stop-after-steps", type=int, default=None,
@@ -904,7 +908,7 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
               help="where cached frozen-block outputs live (default EXP_DIR/cache); files are named by "
                    "their key, so several models may share one dir")
 @allow_pipes_option
-def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, nj: int,
+def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, threads: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
               no_progress: bool, pretrained: str | None, cache_dir: str | None) -> None:
     """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
@@ -913,7 +917,7 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
     from kocall.device import require_device
 
     require_device(device)
-    opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, nj, seed, max_minutes, avg,
+    opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, threads, seed, max_minutes, avg,
                       stop_after_steps, progress=not no_progress, pretrained=pretrained,
                       cache_dir=cache_dir)
     summary = run_training(opts)
@@ -922,7 +926,3 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
                    f"({summary['steps']} steps, {summary['train_seconds']:.0f} s)")
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    train_cmd()

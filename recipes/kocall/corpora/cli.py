@@ -26,7 +26,8 @@ def common_options(func):
     func = click.option("--dev-fraction", type=float, default=0.1, show_default=True,
                         help="share of train (by speaker) held out for dev when the corpus has no dev set")(func)
     func = click.option("--seed", type=int, default=1, show_default=True, help="seed of the dev split")(func)
-    func = click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)(func)
+    func = click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True,
+                        help="strip: no punctuation; keep-final: sentence-final ?.! as output units")(func)
     func = click.option("--out", "out", required=True, type=click.Path(file_okay=False),
                         help="output data root (DATA)")(func)
     return func
@@ -162,7 +163,8 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
 @prep_cmd.command("shared-ko")
 @click.argument("corpus_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output data root (DATA)")
-@click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True)
+@click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True,
+              help="strip: no punctuation; keep-final: sentence-final ?.! as output units")
 @click.option("--seed", type=int, default=1, show_default=True, help="seed of the speaker split and the channel")
 @click.option("--nj", type=int, default=2, show_default=True, help="parallel jobs for the telephone channel")
 @click.option("--cmd", default=None, help="run those jobs through run.pl, 'slurm.pl --mem 2G'... "

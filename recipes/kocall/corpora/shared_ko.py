@@ -255,9 +255,10 @@ def channel_job(job_list: Path, nj: int, job: int) -> int:
     its results go to <list>.<job>.json, written last. Returns the number of utterances."""
     import json
 
+    from kocall.fileio import read_json
     from kocall.jobs import split_contiguous
 
-    parts = split_contiguous([tuple(j) for j in json.loads(job_list.read_text(encoding="utf-8"))], nj)
+    parts = split_contiguous([tuple(j) for j in read_json(job_list, "job list")], nj)
     results = [_render_one(j) for j in parts[job - 1]]
     with atomic_write(job_list.with_name(f"{job_list.name}.{job}.json")) as handle:
         json.dump(results, handle)
@@ -340,13 +341,27 @@ def prepare_shared_ko(corpus_dir: str | os.PathLike, punct: str = "strip", seed:
                     lm_duplicates=duplicates, lm_excluded=excluded, notes=notes)
 
 
-if __name__ == "__main__":   # one job of apply_channel(cmd=...): LIST NJ JOB
-    import sys
+def channel_job_main(argv: list[str] | None = None) -> None:
+    """`python -m kocall.corpora.shared_ko LIST NJ JOB`: what `kocall prep shared-ko --cmd` runs."""
+    import argparse
 
     from kocall.errors import KocallError
 
+    parser = argparse.ArgumentParser(prog="python -m kocall.corpora.shared_ko",
+                                     description="One job of the shared-ko telephone channel (what "
+                                                 "`kocall prep shared-ko --nj N --cmd run.pl` runs).")
+    parser.add_argument("job_list", type=Path, help="the list of utterances the stage wrote")
+    parser.add_argument("nj", type=int, help="number of jobs")
+    parser.add_argument("job", type=int, help="this job's number, 1..NJ")
+    args = parser.parse_args(argv)
+    if not 1 <= args.job <= args.nj:
+        parser.error(f"JOB must be in 1..{args.nj}, not {args.job}")
     try:
-        count = channel_job(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+        count = channel_job(args.job_list, args.nj, args.job)
     except KocallError as err:
-        sys.exit(f"Error: {err.format_message()}")
-    print(f"telephone channel: job {sys.argv[3]} of {sys.argv[2]}: {count} utterances")
+        raise SystemExit(f"Error: {err.format_message()}") from None
+    print(f"telephone channel: job {args.job} of {args.nj}: {count} utterances")
+
+
+if __name__ == "__main__":
+    channel_job_main()
