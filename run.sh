@@ -38,6 +38,7 @@ setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
 _kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords"
+recipe_command="$0$(printf ' %q' "$@")"   # the model card (stage 7) says how its model was made
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
@@ -198,9 +199,10 @@ if in_stage 6 "scoring"; then
   fi
 fi
 
-# Stage 7: the finals triple: int8 export, then CRR, size and speed in one report.
-#   in:  $amdir/final, $lang/lm, $data/<test sets>
-#   out: $amdir/final_int8/, $amdir/report.md, $amdir/report.json
+# Stage 7: the finals triple: int8 export, then CRR, size and speed in one report; then the
+#   self-contained model package (both networks, units, front end, LM tables, tuned weights, MODEL.md).
+#   in:  $amdir/final, $lang/lm, $data/<test sets>, $amdir/decode_dev_beam/best_weights.json
+#   out: $amdir/final_int8/, $amdir/report.md, $amdir/report.json, $amdir/package/
 if in_stage 7 "export and report"; then
   if stage_begin "$exp/.done/$(basename "$amdir").report" "$exp/.done/$(basename "$amdir").score" \
        steps/report.sh -- "device=$device"; then
@@ -209,7 +211,8 @@ if in_stage 7 "export and report"; then
       log "Stage 7: $data/test_sets lists no test set; the report measures dev instead"
       report_sets=dev
     fi
-    steps/report.sh --device "$device" "$amdir" "$lang" "$fdata" $report_sets
+    steps/report.sh --device "$device" --corpus "$corpus" --command "$recipe_command" \
+      "$amdir" "$lang" "$fdata" $report_sets
     stage_end
   fi
 fi

@@ -20,7 +20,7 @@ import yaml
 from click.testing import CliRunner
 
 from kocall.audio import load_audio, write_wav
-from kocall.conformer_ctc import decode as stage
+from kocall import stage_decode as stage
 from kocall.model_dir import load_model_dir
 from kocall.datadir import Utterance, write_data_dir
 from kocall.decode import decode_cmd

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "score": "kocall.scoring:score_cmd",
     "export": "kocall.export:export_cmd",                    # stage 7
     "report": "kocall.report:report_cmd",
+    "package": "kocall.package:package_cmd",                 # stage 7: the self-contained model package
     "fbank": "kocall.features:fbank_cmd",                    # tools
     "normalize": "kocall.text_norm:normalize_cmd",
     "stamp": "kocall.stamp:stamp_cmd",

@@ -24,6 +24,7 @@ from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
 from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, compile_hotwords
+from kocall.formats import FORMATS
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
 
@@ -38,6 +39,14 @@ def load_lm_tables(lm_path: str | Path, tokens_txt: str | Path):
     from kocall_kernels.ngram.tables import NgramTables
 
     lm_path = Path(lm_path)
+    if lm_path.suffix == ".npz":   # a model package's tables (NgramTables.save): loading is a memory copy
+        from kocall_kernels.ngram.arpa import read_tokens
+
+        tables = NgramTables.load(lm_path)
+        units = len(read_tokens(tokens_txt))
+        if tables.vocab_size != units:
+            raise DataError(f"file '{lm_path}': n-gram tables over {tables.vocab_size} units, the model has {units}")
+        return tables
     if lm_path.suffix != ".arpa":
         arpa = lm_path.with_suffix(".arpa")
         if not arpa.is_file():
@@ -272,9 +281,23 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
               help="add this share of each hotword's per-unit LM cost (x --lm-weight) to its bonus (kocall.hotwords)")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=MAX_DECODE_SECONDS,
               show_default=True, help="longest utterance decoded; longer ones are reported and skipped")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="text (Kaldi 'utt text'), json (JSON Lines with segments and word times), ctm, srt")
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False),
+              help="one output per input file: DIR/<id>.<txt|json|ctm|srt>")
+@click.option("--precision", type=click.Choice(["float", "int8"]), default="float", show_default=True,
+              help="which network of a model package")
+@click.option("--no-lm", is_flag=True, help="decode without the model package's LM")
+@click.option("--channel-labels", default="agent,customer", show_default=True,
+              help="labels of a two-channel recording's first and second channel")
+@click.option("--segmentation", type=click.Choice(["auto", "vad"]), default="auto", show_default=True,
+              help="auto: a mono file up to --max-seconds whole, longer or two-channel ones cut by the VAD; "
+                   "vad: always cut")
 @allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
-               token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds) -> None:
+               token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds,
+               fmt="text", out_dir=None, precision="float", no_lm=False, channel_labels="agent,customer",
+               segmentation="auto") -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
@@ -289,6 +312,31 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
         if path and path != "-":  # an output may not overwrite an input nor write into the model dir
             check_output_dir(path, {"--model": model_dir, "--scp": scp, "--data-dir": data_dir, "--lm": lm,
                                     **{f"input '{w}'": w for w in wavs}})
+    from kocall.decode_files import check_outputs, decode_files, explicit_settings, needs_file_path
+    from kocall.package import decoding_setup
+
+    if no_lm and lm:
+        raise KocallError("give --lm or --no-lm, not both")
+    # A model package's LM and dev-tuned settings apply unless given here.
+    given = explicit_settings(click.get_current_context(),
+                              ("beam", "lm_weight", "word_bonus", "bonus_unit", "token_topk", "token_min_logp"))
+    check_outputs(fmt, out, out_dir, len(wavs), {"--model": model_dir, "--lm": lm, "--hotwords": hotwords,
+                                                 **{f"input '{w}'": w for w in wavs}})
+    if needs_file_path(wavs, fmt, out_dir, max_seconds):
+        if nbest_out:
+            raise KocallError("--nbest-out lists whole-utterance hypotheses: not with --format, --out-dir, or "
+                              "two-channel or long recordings")
+        decode_files(wavs, model_dir, fmt, out, out_dir, dict(
+            device=device, precision=precision, lm=False if no_lm else lm, greedy=greedy, hotwords=hotwords,
+            hotword_weight=hotword_weight, hotword_lm_compensation=hotword_lm_compensation,
+            channel_labels=channel_labels.split(","), segmentation=segmentation, max_seconds=max_seconds,
+            batch_size=batch_size, **given))
+        return
+    if fmt != "text" or out_dir:
+        raise KocallError("--format json|ctm|srt and --out-dir take WAV files (not --data-dir or --scp)")
+    model_dir, lm, settings = decoding_setup(model_dir, precision, False if no_lm else lm, **given)
+    beam, lm_weight, word_bonus, bonus_unit, token_topk, token_min_logp = (
+        settings[k] for k in ("beam", "lm_weight", "word_bonus", "bonus_unit", "token_topk", "token_min_logp"))
     utts = collect_inputs(wavs, data_dir, scp)
     model, tokenizer, config = load_model_dir(model_dir, device)
     bonus_token = -1 if bonus_unit == "token" else (tokenizer.space_id if tokenizer.space_id is not None else -1)
