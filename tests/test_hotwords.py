@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kocall.conformer_ctc import decode as stage
+from kocall import stage_decode as stage
 from kocall.datadir import Utterance, write_data_dir
 from kocall.errors import DataError
 from kocall.hotwords import (DEFAULT_LM_COMPENSATION, compile_hotwords, hotword_counts, read_hotwords,

@@ -256,7 +256,7 @@ def _decode_outputs(amdir: Path) -> dict[str, bytes]:
 
 
 def _run_decode(setup: dict, amdir: Path, *extra: str) -> None:
-    from kocall.conformer_ctc import decode as stage
+    from kocall import stage_decode as stage
 
     shutil.copytree(setup["model"], amdir / "final")
     stage.main(["--config", str(setup["conf"]), *extra, str(amdir), str(setup["lang"]), str(setup["data"]),
