@@ -13,9 +13,9 @@ max_utts=0          # per set; 0 = every utterance
 threads=1,2         # CPU thread counts to time
 corpus=             # the training corpus (the model card's data and licence lines)
 command=            # the recipe command that made the model (model card)
-decode_conf=conf/decode.yaml  # the decode stage's search settings, shipped in the package
+decode_config=conf/decode.yaml  # the decode stage's search settings, shipped in the package
 help_message="Usage: $0 [--device cpu|cuda] [--max-utts N] [--threads 1,2] AMDIR LANG DATA SET..."
-_kocall_option_vars="device max_utts threads corpus command decode_conf"
+_kocall_option_vars="device max_utts threads corpus command decode_config"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -lt 4 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1; lang=$2; data=$3; shift 3
@@ -32,5 +32,5 @@ kocall report --model "$amdir/final" --model "$amdir/final_int8" --data "$data" 
   "${lm_opt[@]}" --device "$device" --max-utts "$max_utts" --threads "$threads" \
   --out-md "$amdir/report.md" --out-json "$amdir/report.json"
 cat "$amdir/report.md"
-kocall package --amdir "$amdir" --lang "$lang" --decode-conf "$decode_conf" --corpus "$corpus" \
+kocall package --amdir "$amdir" --lang "$lang" --config "$decode_config" --corpus "$corpus" \
   --command "$command" --out "$amdir/package"

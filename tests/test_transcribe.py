@@ -138,6 +138,27 @@ def test_decode_from_another_folder_gives_the_same_text(pkg, tmp_path: Path) -> 
     assert inside.stdout == elsewhere.stdout and inside.stdout.startswith("a ")
 
 
+def test_conf_defaults_are_found_from_any_folder(tmp_path: Path, monkeypatch) -> None:
+    """`conf/...` defaults mean the packaged configs wherever the command runs."""
+    from kocall.features import fbank_cmd
+    from kocall.lm import load_conf
+    from kocall.paths import PACKAGE_CONF
+    from kocall.stage_decode import load_decode_conf
+    from kocall.synth.cli import DEFAULT_CONFIG
+
+    wav = tmp_path / "t.wav"
+    write_wav(wav, speechlike(0.5, 4), SR)
+    monkeypatch.chdir(tmp_path)
+    assert not (tmp_path / "conf").exists()
+    default = CliRunner().invoke(fbank_cmd, ["--out", "a.npy", str(wav)])
+    explicit = CliRunner().invoke(fbank_cmd, ["--config", str(PACKAGE_CONF / "fbank.yaml"), "--out", "b.npy", str(wav)])
+    assert default.exit_code == 0 and explicit.exit_code == 0, default.output
+    assert np.array_equal(np.load("a.npy"), np.load("b.npy"))
+    assert load_decode_conf("conf/decode.yaml")["grid"]
+    assert load_conf("conf/lm.yaml")["order"]
+    assert DEFAULT_CONFIG.is_file() and DEFAULT_CONFIG.parent == PACKAGE_CONF
+
+
 # ------------------------------------------------------------------ 3. the Python API
 
 

@@ -62,6 +62,9 @@ def load_fbank_config(cfg: FbankLike) -> FbankConfig:
         if isinstance(cfg, Mapping):
             return FbankConfig.from_dict(dict(cfg))
         if isinstance(cfg, (str, os.PathLike)):
+            from kocall.paths import conf_file
+
+            cfg = conf_file(cfg)   # `conf/fbank.yaml` is the packaged one from any folder
             if not Path(cfg).is_file():
                 raise KocallError(f"file '{cfg}': fbank config is missing")
             return FbankConfig.from_yaml(cfg)
@@ -301,8 +304,9 @@ def _fbank_yaml_text(conf: FbankLike, cfg: FbankConfig) -> str:
     """The yaml to keep beside the features: the file itself (comments and all) when given one."""
     if isinstance(conf, (str, os.PathLike)):
         from kocall.fileio import read_text
+        from kocall.paths import conf_file
 
-        return read_text(conf)
+        return read_text(conf_file(conf))
     import yaml
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

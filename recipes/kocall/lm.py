@@ -184,7 +184,9 @@ def load_conf(path: str | os.PathLike | None) -> dict:
     conf = dict(DEFAULT_CONF)
     if path:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            from kocall.paths import conf_file
+
+            loaded = yaml.safe_load(conf_file(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise DataError(f"file '{path}': cannot read LM config ({exc})") from None
         unknown = set(loaded) - set(DEFAULT_CONF)

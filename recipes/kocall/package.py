@@ -246,7 +246,8 @@ def model_card(amdir: Path, lang: Path, pkg: Path, files: dict[str, int], corpus
 @click.command("package")
 @click.option("--amdir", required=True, type=click.Path(file_okay=False), help="the recipe's model dir (final/, final_int8/, decode_dev_beam/)")
 @click.option("--lang", required=True, type=click.Path(file_okay=False), help="units and LM (LANG/lm/lm.arpa)")
-@click.option("--decode-conf", default="conf/decode.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--config", "decode_conf", default="conf/decode.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="the decode config whose search settings (beam, top-k, bonus unit) the package keeps")
 @click.option("--corpus", default="", help="the training corpus's name (for the model card's data and licence lines)")
 @click.option("--command", "recipe_command", default="", help="the recipe command that made the model (model card)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="the package folder to write")

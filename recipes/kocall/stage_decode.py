@@ -40,8 +40,10 @@ log = logging.getLogger("kocall.decode_stage")
 
 
 def load_decode_conf(path: str | Path) -> dict:
+    from kocall.paths import conf_file
+
     try:
-        conf = yaml.safe_load(read_text(path)) or {}
+        conf = yaml.safe_load(read_text(conf_file(path))) or {}
         conf["grid"]["lm_weight"], conf["grid"]["word_bonus"]  # noqa: B018 (presence check)
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise DataError(f"file '{path}': not a decode config with grid.lm_weight and grid.word_bonus ({err})") from None

@@ -546,7 +546,9 @@ class Trainer:
 
     def _check_front_end(self) -> None:
         """The features must come from the front end the model declares (e.g. Whisper's log-mel)."""
-        declared_path = Path(self.cfg.fbank)
+        from kocall.paths import conf_file
+
+        declared_path = conf_file(self.cfg.fbank)
         if not declared_path.is_file():
             return   # a config used outside the repo root: nothing to compare with
         declared = yaml.safe_load(declared_path.read_text(encoding="utf-8")) or {}

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
-from kocall.paths import REPO_ROOT
+from kocall.paths import PACKAGE_CONF
 
-DEFAULT_CONFIG = REPO_ROOT / "conf" / "synth.yaml"
+DEFAULT_CONFIG = PACKAGE_CONF / "synth.yaml"   # shipped with the package: found from any folder
 
 
 @click.command("synth")
