@@ -33,7 +33,7 @@ def test_atomic_dir_replaces_whole_dir(tmp_path: Path) -> None:
         with atomic_dir(target) as tmp:
             (tmp / "b").write_text("2")
             raise ValueError
-    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    assert sorted(p.name for p in target.iterdir()) == [".kocall-output", "a"]   # kocall's mark: replaceable
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 

@@ -82,9 +82,222 @@ def test_stage_jobs_on_a_hostile_data_dir_run_nothing_and_rewrite_no_path(tmp_pa
                                           ("run.pl --max-job-run 1", "unknown option --max-job-run"),
                                           ("run.pl --num-threads 0", "--num-threads takes a whole number")])
 def test_a_bad_cmd_is_one_line_before_any_job(tmp_path: Path, cmd: str, message: str) -> None:
+    from kocall.features import make_feats
     from tests.test_features import CONF, make_dir
 
     data = make_dir(tmp_path)
-    result = run_kocall("make-feats", "--nj", "2", "--cmd", cmd, "--conf", str(CONF), str(data))
-    one_line_error(result, message)
+    with pytest.raises(KocallError) as err:
+        make_feats(data, CONF, nj=2, show_progress=False, cmd=cmd)
+    assert message in err.value.format_message() and "\n" not in err.value.format_message()
     assert not (data / "feats.scp").exists() and not (data / "log").exists()
+
+
+# ------------------------------------------------------------------ 2. data loss: the output guard
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_kocall_did_not_write_is_never_replaced(tmp_path: Path) -> None:
+    from kocall.fileio import OUTPUT_MARK, atomic_dir, staged_dirs
+
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"jpeg")
+    with pytest.raises(DataError, match="photos' is a folder kocall did not write.*holiday.jpg"):
+        with atomic_dir(mine) as tmp:
+            (tmp / "out.txt").write_text("x")
+    (tmp_path / "a_file").write_text("keep")
+    with pytest.raises(DataError, match="a_file' exists and is not a folder kocall wrote"):
+        with atomic_dir(tmp_path / "a_file"):
+            pass
+    # staged_dirs: one refused set, none replaced
+    with pytest.raises(DataError, match="photos"):
+        with staged_dirs(tmp_path) as staging:
+            (staging / "photos").mkdir()
+            (staging / "train").mkdir()
+    assert not (tmp_path / "train").exists()
+    assert _snapshot(tmp_path) == {"photos/holiday.jpg": b"jpeg", "a_file": b"keep"}
+    # What kocall wrote (it holds the mark) it replaces as a whole; an empty folder is fine too.
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "built", tmp_path / "built", tmp_path / "empty"):
+        with atomic_dir(target) as tmp:
+            (tmp / "out.txt").write_text(str(target))
+        assert (target / OUTPUT_MARK).is_file() and (target / "out.txt").read_text() == str(target)
+
+
+def test_export_and_lang_refuse_an_unrelated_folder(tmp_path: Path) -> None:
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "thesis.tex").write_text("years of work")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.pt").write_bytes(b"weights")
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "text").write_text("u1 가나\n")
+    before = _snapshot(tmp_path)
+    one_line_error(run_kocall("export", "--model", str(model), "--out", str(busy)), str(busy), "did not write")
+    one_line_error(run_kocall("lang", str(train), str(busy)), str(busy), "did not write")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("outputs", [["--json-out", "HW"], ["--summary-out", "HW"], ["--align", "HW"],
+                                     ["--json-out", "A", "--summary-out", "A"]])
+def test_score_refuses_an_output_that_is_an_input_or_another_output(tmp_path: Path, outputs: list[str]) -> None:
+    (tmp_path / "ref").write_text("u1 가나\n")
+    (tmp_path / "hyp").write_text("u1 가나\n")
+    (tmp_path / "HW").write_text("가나\n")
+    args = [str(tmp_path / o) if o in ("HW", "A") else o for o in outputs]
+    before = _snapshot(tmp_path)
+    line = one_line_error(run_kocall("score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp"),
+                                     "--hotwords", str(tmp_path / "HW"), *args))
+    assert line.count(str(tmp_path)) >= 2, line   # both paths named
+    assert _snapshot(tmp_path) == before
+
+
+def test_score_checks_the_hotword_list_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "ref").write_text("u1 가나\n")
+    (tmp_path / "hw").write_text("ㅋㅋ가\n")
+    one_line_error(run_kocall("score", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "ref"), "--hotwords",
+                              str(tmp_path / "hw"), "--json-out", str(tmp_path / "out.json")), "ㅋ")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_decode_refuses_out_equal_to_the_hotword_list(tmp_path: Path) -> None:
+    (tmp_path / "hw").write_text("가나\n")
+    (tmp_path / "m").mkdir()
+    for option in ("--out", "--nbest-out"):
+        one_line_error(run_kocall("decode", "--model", str(tmp_path / "m"), "--hotwords", str(tmp_path / "hw"),
+                                  option, str(tmp_path / "hw"), "x.wav"), "--hotwords", str(tmp_path / "hw"))
+    assert (tmp_path / "hw").read_text() == "가나\n"
+    os.link(tmp_path / "hw", tmp_path / "hard_link")   # one file under another name
+    one_line_error(run_kocall("decode", "--model", str(tmp_path / "m"), "--hotwords", str(tmp_path / "hw"),
+                              "--out", str(tmp_path / "hard_link"), "x.wav"), "--hotwords")
+
+
+# ------------------------------------------------------------------ 3/4. bounded numbers, hotword lists
+@pytest.mark.parametrize("args, option", [
+    (["decode", "--beam", "100000"], "--beam"), (["decode", "--lm-weight", "nan"], "--lm-weight"),
+    (["decode", "--word-bonus", "nan"], "--word-bonus"), (["decode", "--max-seconds", "nan"], "--max-seconds"),
+    (["decode", "--hotword-weight", "1e300"], "--hotword-weight"), (["decode", "--hotword-weight", "1e308"], "--hotword-weight"),
+    (["decode", "--lm-weight", "inf"], "--lm-weight"), (["decode", "--batch-size", "9" * 5000], "--batch-size"),
+    (["make-feats", "--nj", "1000000000"], "--nj"), (["make-feats", "--nj", "0"], "--nj"),
+    (["train", "--threads", "0"], "--threads"), (["train", "--max-minutes", "nan"], "--max-minutes"),
+    (["report", "--beam", "0"], "--beam"), (["synth", "--hours", "-1"], "--hours"),
+    (["prep", "shared-ko", "--nj", "99999"], "--nj"),
+])
+def test_every_numeric_option_is_finite_and_bounded(args: list[str], option: str) -> None:
+    result = run_kocall(*args)
+    assert result.exit_code == 2, result.output
+    line = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(line) == 1 and option in line[0] and " from " in line[0], result.output
+
+
+def test_decode_stage_refuses_bad_nj_and_config_numbers_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", "steps/decode.sh", "--nj", "0", "a", "b", "c", "d"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "--nj" in proc.stderr, proc.stderr
+    from kocall.stage_decode import load_decode_conf
+
+    conf = tmp_path / "decode.yaml"
+    for body, key in (("beam: 100000\n", "beam"), ("hotword_weight: .nan\n", "hotword_weight"), ("", "grid.lm_weight")):
+        conf.write_text(body + "grid:\n  lm_weight: [0.5, .inf]\n  word_bonus: [0.0]\n")
+        with pytest.raises(KocallError, match=f"{conf}': {key} must be"):
+            load_decode_conf(conf)
+
+
+@pytest.mark.parametrize("text, message", [("ㅋㅋ점\n", "would be read as '점'"), ("😀명동\n", "drops 😀"),
+                                           ("명동점 :1e300\n", "at most 100"), ("명동점 :nan\n", "not nan")])
+def test_hotword_lists_that_would_mean_another_phrase_or_weight_are_refused(tmp_path: Path, text: str,
+                                                                             message: str) -> None:
+    from kocall.hotwords import read_hotwords
+
+    (tmp_path / "hw").write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_hotwords(tmp_path / "hw")
+    with pytest.raises(DataError, match="is a folder"):
+        read_hotwords(tmp_path)
+    (tmp_path / "ok").write_text("3번 출구\nABC마트!\n")
+    assert [h.phrase for h in read_hotwords(tmp_path / "ok")] == ["삼 번 출구", "ABC마트"]
+
+
+# ------------------------------------------------------------------ 3. hangs and memory
+def test_stage_hash_names_and_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "text").write_text("u1 가\n")
+    os.mkfifo(corpus / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "root").symlink_to("/")
+    (tmp_path / "mem").symlink_to("/proc/self/mem")
+    cases = [(corpus, "'" + str(corpus / "fifo") + "' is a FIFO"), (tmp_path / "zero", "a device or socket"),
+             (tmp_path / "root", "the root folder"), (tmp_path / "mem", "a system pseudo file")]
+    for path, message in cases:   # each would block or run for ever without the check
+        proc = subprocess.run([sys.executable, "-m", "kocall.cli", "stamp", "hash", str(path)], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    (corpus / "fifo").unlink()
+    (corpus / "dirlink").symlink_to("/")   # a folder symlink inside a corpus is not followed
+    proc = subprocess.run([sys.executable, "-m", "kocall.cli", "stamp", "hash", str(corpus)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_audio_head": 0}, "outside 1.."), ({"n_audio_state": 10**6}, "outside 1.."),
+    ({"n_audio_layer": 200}, r"encoder tensor\(s\) missing"), ({"n_audio_head": 5}, "not divisible"),
+    ({"nan": True}, "NaN or infinite"),
+])
+def test_whisper_checkpoint_dims_and_values_are_checked_before_any_model_is_built(tmp_path: Path, change: dict,
+                                                                                  message: str) -> None:
+    import torch
+
+    from kocall.whisper_ctc.checkpoint import load_encoder_checkpoint
+    from tests.test_whisper_ctc import TINY_DIMS, tiny_openai_checkpoint
+
+    path = tmp_path / "tiny.pt"
+    state = tiny_openai_checkpoint(path)
+    dims = dict(TINY_DIMS)
+    if change.pop("nan", False):
+        state["encoder.blocks.1.mlp.0.weight"][0, 0] = float("nan")
+    dims.update(change)
+    torch.save({"dims": dims, "model_state_dict": state}, path)
+    with pytest.raises(KocallError, match=message) as err:
+        load_encoder_checkpoint(path)
+    assert str(path) in err.value.format_message()
+
+
+def _tiny_training(tmp_path: Path, lr: float = 4e-3):
+    from kocall.trainer import RunOptions
+    from tests.test_train import TEXTS, make_data_dir, make_lang, write_conf
+
+    train, lang = make_data_dir(tmp_path, TEXTS, seed=0), make_lang(tmp_path)
+    conf = write_conf(tmp_path / "c.yaml", optim={"lr": lr, "weight_decay": 0.0, "grad_clip": 5.0},
+                      training={"epochs": 2, "checkpoint_every": 1000, "avg": 1, "log_every": 1})
+    return train, RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
+                             exp_dir=str(tmp_path / "exp"), seed=3, progress=False)
+
+
+def test_a_non_finite_loss_stops_training_in_one_line_and_writes_no_final(tmp_path: Path) -> None:
+    """A diverging run (learning rate 1e30) stands for any source of NaN (weights, a cache)."""
+    from kocall.trainer import run_training
+    from tests.test_train import CharTokenizer
+
+    _, opts = _tiny_training(tmp_path, lr=1e30)
+    with pytest.raises(KocallError, match="training stopped: the (training|dev) loss .*is not finite") as err:
+        run_training(opts, tokenizer=CharTokenizer.from_lang_dir(Path(opts.lang_dir)))
+    assert "\n" not in err.value.format_message()
+    assert not (tmp_path / "exp" / "final").exists()
+
+
+def test_an_utterance_over_the_length_limit_is_named_before_training(tmp_path: Path) -> None:
+    from kocall.trainer import MAX_TRAIN_SECONDS, run_training
+    from tests.test_train import CharTokenizer
+
+    train, opts = _tiny_training(tmp_path)
+    rows = (train / "utt2num_frames").read_text().splitlines()
+    rows[4] = f"utt004 {int(MAX_TRAIN_SECONDS * 100) + 1}"   # what a 1 h recording would be, in small
+    (train / "utt2num_frames").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=f"utterance 'utt004' .*over the {MAX_TRAIN_SECONDS:g} s"):
+        run_training(opts, tokenizer=CharTokenizer.from_lang_dir(Path(opts.lang_dir)))
+    assert not (tmp_path / "exp" / "final").exists()

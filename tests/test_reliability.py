@@ -530,15 +530,17 @@ def test_a_failing_set_leaves_every_set_as_it_was(tmp_path: Path) -> None:
     from kocall.datadir import Utterance
 
     data = tmp_path / "data"
-    (data / "train").mkdir(parents=True)
-    (data / "train" / "wav.scp").write_text("old-u1 old.wav\n")
     wav = str(write_wav(tmp_path / "a.wav"))
+    write_prepared(data, {"train": [Utterance("old-u1", "spk", wav, "가", 0.5)],   # an earlier run's
+                          "dev": [Utterance("old-u2", "spk", wav, "나", 0.5)]}, [])
+    before = sorted(p.name for p in data.iterdir())
     train = [Utterance("spk-a", "spk", wav, "가", 0.5)]
     dev = [Utterance("spk-b", "spk", wav, "나", 0.5), Utterance("spk-b", "spk", wav, "다", 0.5)]  # duplicate id
     with pytest.raises(DataError, match="duplicate id"):
         write_prepared(data, {"train": train, "dev": dev}, [])
-    assert (data / "train" / "wav.scp").read_text() == "old-u1 old.wav\n"   # not the new train
-    assert sorted(p.name for p in data.iterdir()) == ["train"]              # no dev, no temp dir
+    assert (data / "train" / "wav.scp").read_text() == f"old-u1 {wav}\n"   # not the new train
+    assert (data / "dev" / "wav.scp").read_text() == f"old-u2 {wav}\n"
+    assert sorted(p.name for p in data.iterdir()) == before                # no temp dir
     write_prepared(data, {"train": train, "dev": dev[:1]}, [])
     assert (data / "train" / "wav.scp").read_text() == f"spk-a {wav}\n"
     assert sorted(p.name for p in data.iterdir()) == ["dev", "local", "test_sets", "train"]

@@ -24,6 +24,7 @@ from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import read_table, write_table
 from kocall.hotwords import DEFAULT_LM_COMPENSATION, DEFAULT_WEIGHT, compile_hotwords
+from kocall.options import bounded
 from kocall.formats import FORMATS
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.ctc_decoder import DecoderConfig, Hypothesis
@@ -253,33 +254,33 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--out", default=None, type=click.Path(dir_okay=False, allow_dash=True),
               help="Kaldi text output (default or '-': standard output)")
 @click.option("--lm", default=None, type=click.Path(dir_okay=False), help="lm.arpa (or lm.bin: the ARPA beside it)")
-@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True, help="beam width")
-@click.option("--lm-weight", type=float, default=0.5, show_default=True, help="alpha (LM log10 -> ln, then x alpha)")
-@click.option("--word-bonus", type=float, default=1.0, show_default=True,
+@click.option("--beam", type=bounded("beam"), default=16, show_default=True, help="beam width")
+@click.option("--lm-weight", type=bounded("lm_weight"), default=0.5, show_default=True, help="alpha (LM log10 -> ln, then x alpha)")
+@click.option("--word-bonus", type=bounded("word_bonus"), default=1.0, show_default=True,
               help="beta per emitted unit (per ▁ with --bonus-unit word)")
 @click.option("--bonus-unit", type=click.Choice(["token", "word"]), default="token", show_default=True,
               help="what --word-bonus is paid for: every unit, or every word (▁)")
-@click.option("--token-topk", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--token-topk", type=bounded("token_topk"), default=16, show_default=True,
               help="units tried per frame (the most likely)")
-@click.option("--token-min-logp", type=float, default=-12.0, show_default=True,
+@click.option("--token-min-logp", type=bounded("token_min_logp"), default=-12.0, show_default=True,
               help="units below this log-probability in a frame are not tried")
-@click.option("--nbest", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--nbest", type=bounded("nbest"), default=1, show_default=True,
               help="hypotheses kept per utterance for --nbest-out")
 @click.option("--nbest-out", default=None, type=click.Path(dir_okay=False),
               help="write the N-best list: 'utt-rank score am lm text' lines")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
               help="where the model and the beam search run")
 @click.option("--greedy", is_flag=True, help="argmax decoding (no beam, no LM)")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch-size", type=bounded("batch_size"), default=32, show_default=True,
               help="utterances per forward pass")
 @click.option("--hotwords", default=None, type=click.Path(dir_okay=False),
               help="phrases to boost, one per line, optional weight per character: '명동점 :2.5' (kocall.hotwords)")
-@click.option("--hotword-weight", type=float, default=DEFAULT_WEIGHT, show_default=True,
+@click.option("--hotword-weight", type=bounded("hotword_weight"), default=DEFAULT_WEIGHT, show_default=True,
               help="bonus per character of a matched hotword (ln; spread over its units) for phrases without their own weight")
-@click.option("--hotword-lm-compensation", type=click.FloatRange(min=0), default=DEFAULT_LM_COMPENSATION,
+@click.option("--hotword-lm-compensation", type=bounded("hotword_lm_compensation"), default=DEFAULT_LM_COMPENSATION,
               show_default=True,
               help="add this share of each hotword's per-unit LM cost (x --lm-weight) to its bonus (kocall.hotwords)")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=MAX_DECODE_SECONDS,
+@click.option("--max-seconds", type=bounded("max_seconds"), default=MAX_DECODE_SECONDS,
               show_default=True, help="longest utterance decoded; longer ones are reported and skipped")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
               help="text (Kaldi 'utt text'), json (JSON Lines with segments and word times), ctm, srt")
@@ -306,12 +307,12 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     from kocall.device import require_device
 
     require_device(device)
-    from kocall.fileio import check_output_dir
+    from kocall.fileio import check_output_files
 
-    for path in (out, nbest_out):
-        if path and path != "-":  # an output may not overwrite an input nor write into the model dir
-            check_output_dir(path, {"--model": model_dir, "--scp": scp, "--data-dir": data_dir, "--lm": lm,
-                                    **{f"input '{w}'": w for w in wavs}})
+    # An output may not overwrite an input (the hotword list too) nor write into the model dir.
+    check_output_files({"--out": out, "--nbest-out": nbest_out},
+                       {"--model": model_dir, "--scp": scp, "--data-dir": data_dir, "--lm": lm, "--hotwords": hotwords,
+                        **{f"input '{w}'": w for w in wavs}})
     from kocall.decode_files import check_outputs, decode_files, explicit_settings, needs_file_path
     from kocall.package import decoding_setup
 

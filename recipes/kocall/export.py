@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
-from kocall.fileio import atomic_dir, check_output_dir, read_text
+from kocall.fileio import atomic_dir, check_output_dir, check_replaceable, read_text
 
 QUANT_TAG = "int8-dynamic-linear"
 ACTIVATIONS = ("dynamic", "float")   # quantization.activations of an int8 dir
@@ -540,6 +540,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     activations: "dynamic" or "float" (see the module docstring); None: the family's default."""
     src, dst = Path(src), Path(dst)
     check_output_dir(dst, {"--model": src})  # --out may not be, hold or sit inside the float model
+    check_replaceable(dst)   # nor a folder kocall did not write: checked before the model loads
     activations = activations or default_activations(src)
     if activations not in ACTIVATIONS:
         raise KocallError(f"int8 activations must be one of {ACTIVATIONS}, not {activations!r}")

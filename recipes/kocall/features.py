@@ -41,6 +41,7 @@ import numpy as np
 from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
 from kocall.fileio import atomic_write, default_mode, read_table, remove_stale_temps, temp_prefix
+from kocall.options import bounded
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
 
@@ -612,13 +613,13 @@ def fbank_cmd(conf: str | None, model_dir: str | None, device: str, scp: str | N
 @click.command("make-feats")
 @click.option("--config", "conf", default="conf/fbank.yaml", show_default=True, type=click.Path(dir_okay=False),
               help="front-end config (copied into DATA_DIR/fbank.yaml)")
-@click.option("--nj", default=2, show_default=True, type=int, help="parallel jobs (= ark shards)")
+@click.option("--nj", default=2, show_default=True, type=bounded("nj"), help="parallel jobs (= ark shards)")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(DEVICES),
               help="where the feature kernel runs (cuda: the same features within 1e-4)")
 @click.option("--allow-pipes", is_flag=True, help="let wav.scp entries be shell pipes (default: KOCALL_ALLOW_PIPES)")
 @click.option("--cmd", default=None, help="run the --nj jobs through a backend: run.pl, 'slurm.pl --mem 4G' "
               "(default or '': in this process)")
-@click.option("--job", default=None, type=int, hidden=True, help="compute only job J of --nj (what --cmd runs)")
+@click.option("--job", default=None, type=bounded("job"), hidden=True, help="compute only job J of --nj (what --cmd runs)")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str | None, job: int | None,
                    data_dir: str) -> None:
@@ -633,7 +634,7 @@ def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str 
 
 
 @click.command("compute-cmvn")
-@click.option("--std-floor", default=CMVN_STD_FLOOR, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--std-floor", default=CMVN_STD_FLOOR, show_default=True, type=bounded("std_floor"),
               help="smallest standard deviation a feature dimension is divided by")
 @allow_pipes_option
 @click.argument("data_dir", type=click.Path(file_okay=False))

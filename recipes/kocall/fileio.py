@@ -101,18 +101,26 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names (a hard link, or a symlink resolve() could not see through)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def check_output_dir(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike | None]) -> None:
-    """Refuse an output directory that is, contains, or lies inside one of `inputs`
+    """Refuse an output (file or directory) that is, contains, or lies inside one of `inputs`
     ({label: path}; None entries are skipped): writing it would replace or mix with the input.
     Also refuse one that is or contains the working directory. DataError names both paths."""
     out_r = Path(out).resolve()
     checks = dict(inputs)
     cwd = Path.cwd().resolve()
     for label, raw in checks.items():
-        if raw is None or str(raw) == "":
+        if raw is None or str(raw) == "" or str(raw) == "-":
             continue
         in_r = Path(raw).resolve()
-        if out_r == in_r:
+        if out_r == in_r or _same_file(out_r, in_r):
             relation = "is"
         elif out_r in in_r.parents:
             relation = "contains"
@@ -127,21 +135,70 @@ def check_output_dir(out: str | os.PathLike, inputs: Mapping[str, str | os.PathL
                         "choose another output (nothing was written)")
 
 
+def check_output_files(outputs: Mapping[str, str | os.PathLike | None],
+                       inputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Refuse an output file ({label: path}; None, "" and "-" = standard output skipped) that is
+    one of `inputs` or holds/lies inside one (check_output_dir), or two outputs that are one
+    file: the second write would lose the first. DataError names both paths."""
+    seen: dict[Path, tuple[str, str]] = {}
+    for label, raw in outputs.items():
+        if raw is None or str(raw) in ("", "-"):   # "-": standard output
+            continue
+        check_output_dir(raw, inputs)
+        key = Path(raw).resolve()
+        if key in seen:
+            other_label, other = seen[key]
+            raise DataError(f"outputs {other_label} '{other}' and {label} '{raw}' are one file; "
+                            "choose two names (nothing was written)")
+        seen[key] = (label, str(raw))
+
+
+OUTPUT_MARK = ".kocall-output"   # in every directory atomic_dir/staged_dirs build: replaceable
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse to replace `path` unless it is missing, an empty directory, or a directory kocall
+    built (it holds OUTPUT_MARK): a writer never removes what kocall did not write."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise DataError(f"output '{path}' exists and is not a folder kocall wrote; choose another output "
+                        "or remove it yourself (nothing was written)")
+    if (path / OUTPUT_MARK).is_file():
+        return
+    try:
+        entries = sorted(entry.name for entry in path.iterdir())
+    except OSError as err:
+        raise DataError(f"output '{path}' cannot be listed ({err.strerror})") from None
+    if entries:
+        raise DataError(f"output '{path}' is a folder kocall did not write and it is not empty ({len(entries)} "
+                        f"entries, e.g. '{entries[0]}'); kocall replaces its output folders as a whole: choose "
+                        "another output or remove it yourself (nothing was written)")
+
+
+def _mark_output(directory: Path) -> None:
+    (directory / OUTPUT_MARK).write_text("written by kocall: replaced as a whole when rebuilt\n", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike,
                inputs: Mapping[str, str | os.PathLike | None] | None = None) -> Iterator[Path]:
     """Yield a temp directory that replaces `path` as a whole when the block succeeds.
 
     `path` is checked first with `check_output_dir` against `inputs` (what the block reads),
-    so a directory writer never replaces its own input."""
+    so a directory writer never replaces its own input, and with `check_replaceable`, so it
+    never replaces a folder kocall did not write."""
     path = Path(path)
     check_output_dir(path, inputs or {})
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, default_mode(is_dir=True))
     try:
         yield tmp
+        _mark_output(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -149,7 +206,9 @@ def atomic_dir(path: str | os.PathLike,
 
 
 def replace_dir(built: Path, path: Path) -> None:
-    """Put the finished directory `built` at `path`, replacing what was there."""
+    """Put the finished directory `built` at `path`, replacing what was there (only a folder
+    kocall wrote: check_replaceable)."""
+    check_replaceable(path)
     if path.exists():
         old = path.with_name(f"{temp_prefix(path.name)}old.tmp")
         shutil.rmtree(old, ignore_errors=True)
@@ -171,7 +230,11 @@ def staged_dirs(root: str | os.PathLike, label: str = "stage") -> Iterator[Path]
     os.chmod(staging, default_mode(is_dir=True))
     try:
         yield staging
-        for built in sorted(p for p in staging.iterdir() if p.is_dir()):
+        built_dirs = sorted(p for p in staging.iterdir() if p.is_dir())
+        for built in built_dirs:   # all refused or none: no set replaced before a refusal
+            check_replaceable(root / built.name)
+        for built in built_dirs:
+            _mark_output(built)
             replace_dir(built, root / built.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -52,6 +52,7 @@ from typing import Mapping
 
 from kocall.errors import DataError
 from kocall.fileio import atomic_write
+from kocall.options import BOUNDS, check_bound
 from kocall.text_norm import normalize_text
 
 HOTWORDS_FILE = "hotwords"  # a data dir's own list: DATA/<set>/hotwords
@@ -72,8 +73,11 @@ class Hotword:
 def read_hotwords(path: str | os.PathLike) -> list[Hotword]:
     """Parse a hotwords file (see the module docstring); one-line errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"hotwords file '{path}' is a folder, not a list (give the file inside it)")
     if not path.is_file():
-        raise DataError(f"hotwords file '{path}' is missing")
+        raise DataError(f"hotwords file '{path}' is missing" if not path.exists() else
+                        f"hotwords file '{path}' is not a regular file")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
@@ -91,15 +95,29 @@ def read_hotwords(path: str | os.PathLike) -> list[Hotword]:
             except ValueError:
                 raise DataError(f"hotwords file '{path}' line {lineno}: weight '{match.group(2)}' "
                                 f"of '{match.group(1)}' is not a number") from None
-            if not math.isfinite(weight) or weight <= 0:
+            low, high, _ = BOUNDS["hotword_weight"]
+            if not math.isfinite(weight) or not 0 < weight <= high:
                 raise DataError(f"hotwords file '{path}' line {lineno}: weight of '{match.group(1)}' "
-                                f"must be a positive number, not {match.group(2)}")
+                                f"must be a number above {low:g}, at most {high:g}, not {match.group(2)}")
             line = match.group(1)
         phrase = normalize_text(line)
         if not phrase:
             raise DataError(f"hotwords file '{path}' line {lineno}: phrase '{line}' is empty after normalisation")
+        dropped = dropped_letters(line)
+        if dropped:   # 'ㅋㅋ점' would become '점', and boost (and count) every 점
+            raise DataError(f"hotwords file '{path}' line {lineno}: phrase '{line}' would be read as '{phrase}': "
+                            f"normalisation drops {' '.join(dropped)}; write the phrase as it is spoken")
         out.append(Hotword(phrase, weight, lineno))
     return out
+
+
+def dropped_letters(text: str) -> list[str]:
+    """The letters and symbols of `text` (Unicode L* and So: lone jamo, hanja, emoji) that
+    normalisation deletes outright, each once: a phrase losing them is another phrase."""
+    import unicodedata
+
+    return list(dict.fromkeys(ch for ch in text if unicodedata.category(ch)[0] == "L" or unicodedata.category(ch) == "So"
+                              if not normalize_text(ch).strip()))
 
 
 def lm_cost(ids: list[int], lm_tables) -> float:
@@ -116,10 +134,9 @@ def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float, lm_table
     the module docstring)."""
     from kocall_kernels.ctc_decoder.context_graph import ContextGraph
 
-    if not math.isfinite(weight) or weight <= 0:
-        raise DataError(f"hotword weight must be a positive number, not {weight}")
-    if not math.isfinite(lm_compensation) or lm_compensation < 0:
-        raise DataError(f"hotword LM compensation must be a number >= 0, not {lm_compensation}")
+    if check_bound("hotword_weight", weight, "the hotword weight") <= 0:
+        raise DataError(f"the hotword weight must be a positive number, not {weight}")
+    check_bound("hotword_lm_compensation", lm_compensation, "the hotword LM compensation")
     compensate = lm_tables is not None and lm_compensation > 0 and lm_weight > 0
     phrases = []
     for hw in read_hotwords(path):

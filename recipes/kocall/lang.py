@@ -53,6 +53,7 @@ import click
 from kocall import jamo
 from kocall.errors import DataError
 from kocall.fileio import atomic_dir, read_table
+from kocall.options import bounded
 from kocall.text_norm import normalize_text
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def _inventory_unit(symbols: Sequence[str]) -> str:
 @click.command("lang")
 @click.option("--unit", type=click.Choice(UNITS), default="char", show_default=True,
               help="char: syllables + space; jamo: initial/vowel/final jamo; bpe: sentencepiece")
-@click.option("--vocab-size", type=click.IntRange(min=2), default=500, show_default=True,
+@click.option("--vocab-size", type=bounded("vocab_size"), default=500, show_default=True,
               help="sentencepiece pieces (unit=bpe)")
 @click.option("--extra-text", type=click.Path(dir_okay=False), default=None,
               help="extra normalised sentences for the sentencepiece model (unit=bpe)")

@@ -40,6 +40,7 @@ import click
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write, read_json
+from kocall.options import bounded
 from kocall.rxspec import allow_pipes_option
 
 MODES = ("greedy", "beam_lm")
@@ -403,11 +404,11 @@ def build_report(model_dirs: list[str], cfg: ReportConfig) -> dict[str, Any]:
 @click.option("--out-json", required=True, help="JSON report to write")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="cuda also measures the GPU RTF (float models)")
-@click.option("--max-utts", type=int, default=0, show_default=True, help="per set; 0 = all")
+@click.option("--max-utts", type=bounded("max_utts"), default=0, show_default=True, help="per set; 0 = all")
 @click.option("--threads", default="1,2", show_default=True, help="CPU thread counts to time")
-@click.option("--beam", type=click.IntRange(min=1), default=16, show_default=True, help="beam width of the LM decode")
-@click.option("--lm-weight", type=float, default=0.5, show_default=True, help="unless best_weights.json")
-@click.option("--word-bonus", type=float, default=0.0, show_default=True, help="unless best_weights.json")
+@click.option("--beam", type=bounded("beam"), default=16, show_default=True, help="beam width of the LM decode")
+@click.option("--lm-weight", type=bounded("lm_weight"), default=0.5, show_default=True, help="unless best_weights.json")
+@click.option("--word-bonus", type=bounded("word_bonus"), default=0.0, show_default=True, help="unless best_weights.json")
 @allow_pipes_option
 def report_cmd(models: tuple[str, ...], data: str, sets: str, lm: str | None, out_md: str, out_json: str,
                device: str, max_utts: int, threads: str, beam: int, lm_weight: float, word_bonus: float) -> None:

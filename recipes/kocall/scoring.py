@@ -179,15 +179,20 @@ def _report_mismatches(result: ScoreResult, hyp_path: str) -> None:
 def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | None,
               json_out: str | None, summary_out: str | None, hotwords_path: str | None) -> None:
     """Score HYP against REF: CRR and CER (spaces removed), WER; with --hotwords, their recall."""
-    from kocall.fileio import STDIN, check_output_dir
+    from kocall.fileio import STDIN, check_output_files
 
     if ref_path == STDIN and hyp_path == STDIN:
         raise click.UsageError("--ref and --hyp cannot both be '-' (standard input)")
-    for path in (align_path, json_out, summary_out):
-        if path:  # `--json-out ref.txt` would overwrite the reference
-            check_output_dir(path, {"--ref": ref_path, "--hyp": hyp_path})
+    # `--json-out ref.txt` would overwrite the reference: every output checked before any is written
+    check_output_files({"--align": align_path, "--json-out": json_out, "--summary-out": summary_out},
+                       {"--ref": ref_path, "--hyp": hyp_path, "--hotwords": hotwords_path})
     result = score_files(ref_path, hyp_path)
     _report_mismatches(result, hyp_path)
+    phrases = None
+    if hotwords_path:   # validated before anything is written
+        from kocall.hotwords import hotword_counts, read_hotwords
+
+        phrases = [hw.phrase for hw in read_hotwords(hotwords_path)]
     if align_path:
         write_alignment(align_path, result)
     payload = json.dumps(result.to_json(), ensure_ascii=False, indent=1)
@@ -198,11 +203,9 @@ def score_cmd(ref_path: str, hyp_path: str, as_json: bool, align_path: str | Non
         with atomic_write(summary_out) as handle:
             handle.write(result.summary() + "\n")
     click.echo(payload if as_json else result.summary())
-    if hotwords_path:
-        from kocall.hotwords import hotword_counts, read_hotwords
-
+    if phrases is not None:
         counts = hotword_counts({u.utt_id: u.ref for u in result.per_utt}, {u.utt_id: u.hyp for u in result.per_utt},
-                                [hw.phrase for hw in read_hotwords(hotwords_path)])
+                                phrases)
         click.echo(counts.summary())
 
 

@@ -47,7 +47,34 @@ def load_decode_conf(path: str | Path) -> dict:
         conf["grid"]["lm_weight"], conf["grid"]["word_bonus"]  # noqa: B018 (presence check)
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise DataError(f"file '{path}': not a decode config with grid.lm_weight and grid.word_bonus ({err})") from None
+    check_decode_conf(conf, path)
     return conf
+
+
+# decode.yaml key -> its row of kocall.options.BOUNDS (every numeric value is bounded)
+CONF_BOUNDS = {"beam": "beam", "token_topk": "token_topk", "token_min_logp": "token_min_logp",
+               "batch_size": "batch_size", "hotword_weight": "hotword_weight",
+               "hotword_lm_compensation": "hotword_lm_compensation"}
+
+
+def check_decode_conf(conf: dict, path: str | Path) -> None:
+    """Every number of a decode config inside its bound (KocallError naming file and key)."""
+    from kocall.options import check_bound
+
+    for key, bound in CONF_BOUNDS.items():
+        if key in conf:
+            check_bound(bound, conf[key], f"file '{path}': {key}")
+    grid = conf["grid"]
+    if not isinstance(grid, dict):
+        raise DataError(f"file '{path}': grid must be a mapping")
+    if "beam" in grid:
+        check_bound("beam", grid["beam"], f"file '{path}': grid.beam")
+    for key in ("lm_weight", "word_bonus"):
+        values = grid[key] if isinstance(grid[key], list) else [grid[key]]
+        if not values or len(values) > 100:
+            raise DataError(f"file '{path}': grid.{key} must list 1 to 100 values")
+        for value in values:
+            check_bound(key, value, f"file '{path}': grid.{key}")
 
 
 def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, nj: int = 1,
@@ -90,22 +117,29 @@ def write_decode(dirname: Path, ids: list[str], texts: list[str], info: dict) ->
         handle.write(json.dumps(info, ensure_ascii=False, indent=1) + "\n")
 
 
+def _one_line_usage_error(message: str) -> None:
+    raise SystemExit(f"decode: {message} (--help lists the options)")
+
+
 def main(argv: list[str] | None = None) -> None:
+    from kocall.options import argparse_type
+
     parser = argparse.ArgumentParser(prog="python -m kocall.stage_decode", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the model runs (default: %(default)s)")
     parser.add_argument("--config", dest="decode_conf", default="conf/decode.yaml",
                         help="decode config: beam, LM weight grid (default: %(default)s)")
-    parser.add_argument("--nj", type=int, default=1, help="jobs per set (with --cmd or --job)")
+    parser.add_argument("--nj", type=argparse_type("nj", "--nj"), default=1, help="jobs per set (with --cmd or --job)")
     parser.add_argument("--cmd", default="", help="run the jobs through run.pl, 'slurm.pl --gpu 1'... "
                         "(default: everything in this process)")
     # What --cmd runs; not for users.
-    parser.add_argument("--job", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--job", type=argparse_type("job", "--job"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--round", choices=ROUNDS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hotwords", default=None, help="one hotwords list for every set (default: DATA/<set>/hotwords)")
     parser.add_argument("amdir", help="the model's experiment dir (AMDIR/final is the model dir)")
     parser.add_argument("lang", help="lang dir (tokens.txt, lm/lm.arpa)")
     parser.add_argument("data", help="the folder of the data dirs of the sets")
     parser.add_argument("sets", nargs="+", help="dev set first (the grid search runs on it), then test sets")
+    parser.error = _one_line_usage_error   # type: ignore[method-assign]
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     amdir, lang, data = Path(args.amdir), Path(args.lang), Path(args.data)
@@ -323,6 +357,8 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
 
     if nj < 1:
         raise KocallError(f"--nj must be >= 1, not {nj}")
+    # No job without utterances: each would load the model and the LM for nothing.
+    nj = min(nj, max(len(load_data_dir(data / name).utt_ids) for name in sets))
     work = amdir / ".decode_jobs"
     shutil.rmtree(work, ignore_errors=True)
     argv = [sys.executable, "-m", "kocall.stage_decode", "--device", device, "--config", decode_conf,

@@ -55,10 +55,11 @@ from kocall.augment import AugmentConfig
 from kocall.model_dir import save_model_dir
 from kocall.dataset import (Batch, CachedHiddenSet, SpeechDataset, batch_loader, build_hidden_cache,
                             filter_trainable, load_cmvn_stats, load_entries, make_batches, shard_batches)
-from kocall.errors import KocallError
+from kocall.errors import DataError, KocallError
 from kocall.fileio import atomic_write, check_output_dir, read_text
 from kocall.models import count_parameters, make_config
 from kocall.models import family as model_family
+from kocall.options import bounded
 from kocall.rxspec import allow_pipes_option
 
 log = logging.getLogger("kocall.train")
@@ -227,6 +228,28 @@ def init_distributed(device: str) -> DistInfo:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+MAX_TRAIN_SECONDS = 120.0   # a 1 h utterance would ask for ~130 GB of activations; decoding's limit too
+
+
+def check_utterance_lengths(entries: list, frame_shift_s: float, limit_s: float, limit_by: str, data_dir: Path) -> None:
+    """DataError naming the first utterance longer than `limit_s`, before any batch is built."""
+    for entry in entries:
+        seconds = entry.num_frames * frame_shift_s
+        if seconds > limit_s:
+            raise DataError(f"utterance '{entry.utt_id}' (data dir '{data_dir}') lasts {seconds:.1f} s, over the "
+                            f"{limit_s:g} s {limit_by}; split it or leave it out")
+
+
+def check_finite_loss(loss: float, what: str, every_rank: bool = True) -> None:
+    """Stop training in one line when the loss is NaN or infinite (NaN weights, a corrupt cache,
+    a diverged run): nothing after it, final/ included, is written. `every_rank`: all ranks call
+    it together (so all stop together); else only this rank looks (the dev pass of rank 0)."""
+    bad = torch.tensor(0.0 if math.isfinite(loss) else 1.0, dtype=torch.float64)
+    if float(all_reduce_sum(bad) if every_rank else bad) > 0:
+        raise KocallError(f"training stopped: {what} is not finite ({loss}); no final model was written "
+                          "(check --pretrained weights, cached features, the learning rate)")
 
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
@@ -535,6 +558,11 @@ class Trainer:
         frames_out = lambda n: int(probe.output_lengths(torch.tensor(int(n / min_speed))))  # noqa: E731
         self.train_entries = filter_trainable(train_entries, frames_out, str(train_dir))
         self.dev_entries = load_entries(dev_dir, encode, False, shift, win)
+        limit = self.family.max_input_seconds({"model": self.model_cfg, "features": self.features_cfg})
+        for name, entries in ((train_dir, self.train_entries), (dev_dir, self.dev_entries)):
+            check_utterance_lengths(entries, shift, min(limit or MAX_TRAIN_SECONDS, MAX_TRAIN_SECONDS),
+                                    "the model's input limit" if limit and limit < MAX_TRAIN_SECONDS else
+                                    "the training limit", Path(name))
         self.train_set = SpeechDataset(self.train_entries, cmvn, use_wav, fbank_cfg, aug, self.opts.seed,
                                        cache=self.cfg.batching.cache_feats)
         self.dev_set = SpeechDataset(self.dev_entries, cmvn, False, None, None, self.opts.seed, cache=True)
@@ -704,6 +732,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, units = forward_backward(self.ddp_model, batch, self.device, self.amp_dtype,
                                                self.scaler, tcfg.ctc_backend)
+            if self.scaler is None:   # with a GradScaler an overflow is a skipped step, not an error
+                check_finite_loss(loss_sum, f"the training loss at step {self.state.step + 1} "
+                                  f"(utterances {', '.join(batch.utt_ids[:3])}{'...' if len(batch.utt_ids) > 3 else ''})")
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
@@ -772,6 +803,7 @@ class Trainer:
         if self.dist.is_main:
             dev_loss, dev_cer = evaluate(self.forward_module, self.dev_set, self.dev_batches, self.device,
                                          self.tokenizer.decode, self.amp_dtype)
+            check_finite_loss(dev_loss, f"the dev loss after epoch {self.state.epoch}", every_rank=False)
             self.state.epoch_results.append({"epoch": self.state.epoch, "step": self.state.step,
                                              "dev_loss": dev_loss, "dev_cer": dev_cer})
             self.state.log_rows.append({"step": self.state.step, "epoch": self.state.epoch,
@@ -895,13 +927,13 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--exp-dir", required=True, help="output dir; a rerun resumes from its latest checkpoint")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="where to train (cuda: one GPU per process under torchrun)")
-@click.option("--threads", type=click.IntRange(1, 1024), default=1, show_default=True,
+@click.option("--threads", type=bounded("threads"), default=1, show_default=True,
               help="torch CPU threads of each process")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1, show_default=True,
+@click.option("--seed", type=bounded("seed"), default=1, show_default=True,
               help="seed of the initial weights, batch order and augmentation")
-@click.option("--max-minutes", type=float, default=None, help="training time budget (overrides the config)")
-@click.option("--avg", type=int, default=None, help="epoch checkpoints to average (overrides the config)")
-@click.option("--stop-after-steps", type=int, default=None,
+@click.option("--max-minutes", type=bounded("max_minutes"), default=None, help="training time budget (overrides the config)")
+@click.option("--avg", type=bounded("avg"), default=None, help="epoch checkpoints to average (overrides the config)")
+@click.option("--stop-after-steps", type=bounded("stop_after_steps"), default=None,
               help="stop after this global step as if killed (for testing resume)")
 @click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
 @click.option("--pretrained", default=None,

@@ -16,6 +16,7 @@ from kocall.corpora.splits import split_by_speaker
 from kocall.datadir import Utterance
 from kocall.errors import DataError
 from kocall.fileio import check_output_dir
+from kocall.options import bounded
 from kocall.rxspec import allow_pipes_option
 from kocall.text_norm import PUNCT_MODES
 
@@ -23,9 +24,9 @@ from kocall.text_norm import PUNCT_MODES
 def common_options(func):
     """The options every `kocall prep` subcommand shares."""
     func = allow_pipes_option(func)
-    func = click.option("--dev-fraction", type=float, default=0.1, show_default=True,
+    func = click.option("--dev-fraction", type=bounded("dev_fraction"), default=0.1, show_default=True,
                         help="share of train (by speaker) held out for dev when the corpus has no dev set")(func)
-    func = click.option("--seed", type=int, default=1, show_default=True, help="seed of the dev split")(func)
+    func = click.option("--seed", type=bounded("seed"), default=1, show_default=True, help="seed of the dev split")(func)
     func = click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True,
                         help="strip: no punctuation; keep-final: sentence-final ?.! as output units")(func)
     func = click.option("--out", "out", required=True, type=click.Path(file_okay=False),
@@ -165,16 +166,16 @@ def kaldi_cmd(source: str, out: str, punct: str, seed: int, dev_fraction: float)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output data root (DATA)")
 @click.option("--punct", type=click.Choice(PUNCT_MODES), default="strip", show_default=True,
               help="strip: no punctuation; keep-final: sentence-final ?.! as output units")
-@click.option("--seed", type=int, default=1, show_default=True, help="seed of the speaker split and the channel")
-@click.option("--nj", type=int, default=2, show_default=True, help="parallel jobs for the telephone channel")
+@click.option("--seed", type=bounded("seed"), default=1, show_default=True, help="seed of the speaker split and the channel")
+@click.option("--nj", type=bounded("nj"), default=2, show_default=True, help="parallel jobs for the telephone channel")
 @click.option("--cmd", default=None, help="run those jobs through run.pl, 'slurm.pl --mem 2G'... "
               "(default or '': processes of this machine)")
 @click.option("--audio-dir", type=click.Path(file_okay=False), default=None,
               help="where the channelled WAVs go [default: corpora/shared_ko_tel in the repo]")
-@click.option("--max-utts-per-corpus", type=int, default=0, show_default=True,
+@click.option("--max-utts-per-corpus", type=bounded("max_utts"), default=0, show_default=True,
               help="keep at most N utterances of each corpus (round-robin over speakers; 0 = all), for quick tests")
-@click.option("--dev-speakers", type=int, default=4, show_default=True, help="emotiontts_ko speakers held out for dev")
-@click.option("--test-speakers", type=int, default=4, show_default=True,
+@click.option("--dev-speakers", type=bounded("speakers"), default=4, show_default=True, help="emotiontts_ko speakers held out for dev")
+@click.option("--test-speakers", type=bounded("speakers"), default=4, show_default=True,
               help="other emotiontts_ko speakers held out for test_heldout")
 @allow_pipes_option
 def shared_ko_cmd(corpus_dir: str, out: str, punct: str, seed: int, nj: int, cmd: str | None, audio_dir: str | None,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from kocall.options import bounded
 from kocall.paths import PACKAGE_CONF
 
 DEFAULT_CONFIG = PACKAGE_CONF / "synth.yaml"   # shipped with the package: found from any folder
@@ -13,16 +14,16 @@ DEFAULT_CONFIG = PACKAGE_CONF / "synth.yaml"   # shipped with the package: found
 @click.command("synth")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config (default: conf/synth.yaml when present)")
-@click.option("--nj", type=click.IntRange(min=1), default=1, show_default=True, help="parallel jobs")
-@click.option("--seed", type=int, default=None, help="random seed (default: the config's)")
-@click.option("--hours", type=float, default=None, help="training audio, hours")
-@click.option("--dev-minutes", type=float, default=None, help="dev audio, minutes")
-@click.option("--test-minutes", type=float, default=None, help="test audio, minutes")
-@click.option("--lm-sentences", type=int, default=None, help="sentences in lm_text.txt")
+@click.option("--nj", type=bounded("nj"), default=1, show_default=True, help="parallel jobs")
+@click.option("--seed", type=bounded("seed"), default=None, help="random seed (default: the config's)")
+@click.option("--hours", type=bounded("hours"), default=None, help="training audio, hours")
+@click.option("--dev-minutes", type=bounded("minutes"), default=None, help="dev audio, minutes")
+@click.option("--test-minutes", type=bounded("minutes"), default=None, help="test audio, minutes")
+@click.option("--lm-sentences", type=bounded("sentences"), default=None, help="sentences in lm_text.txt")
 @click.option("--variants", default=None, help="comma-separated espeak-ng variants to draw voices from")
 @click.option("--cmd", default=None, help="render as --nj jobs through run.pl, 'slurm.pl --mem 2G'... "
               "(default or '': processes of this machine)")
-@click.option("--job", type=int, default=None, hidden=True, help="render only job J of --nj into the staging dir ROOT "
+@click.option("--job", type=bounded("job"), default=None, hidden=True, help="render only job J of --nj into the staging dir ROOT "
               "(what --cmd runs)")
 @click.argument("root", type=click.Path(file_okay=False))
 def synth_cmd(config_path: str | None, nj: int, seed: int | None, hours: float | None, dev_minutes: float | None,

@@ -110,13 +110,45 @@ def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], di
                               f"(expected {{'dims': ..., 'model_state_dict': ...}})")
         state = {k: v for k, v in ckpt["model_state_dict"].items() if k.startswith("encoder.")}
         dims = ckpt.get("dims") if isinstance(ckpt.get("dims"), dict) else dims_from_state(state, path)
-    missing = [k for k in DIM_KEYS if not isinstance(dims.get(k), int)]
+    missing = [k for k in DIM_KEYS if not isinstance(dims.get(k), int) or isinstance(dims.get(k), bool)]
     if missing:
         raise KocallError(f"file '{path}': dims lack {missing}")
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor) or not v.is_floating_point()]
     if bad or not state:
-        raise KocallError(f"file '{path}': no encoder tensors" if not state else f"file '{path}': '{bad[0]}' is not a tensor")
-    return {k: int(dims[k]) for k in DIM_KEYS}, {k: v.float() for k, v in state.items()}
+        raise KocallError(f"file '{path}': no encoder tensors" if not state else
+                          f"file '{path}': '{bad[0]}' is not a floating-point tensor")
+    dims = check_encoder_dims({k: int(dims[k]) for k in DIM_KEYS}, state, path)
+    return dims, {k: v.float() for k, v in state.items()}
+
+
+def check_encoder_dims(dims: dict[str, int], state: dict[str, torch.Tensor], path: Path) -> dict[str, int]:
+    """Before a model is built from `dims`: each in 1..DIM_LIMITS, heads dividing the width, and
+    every tensor the dims call for present in `state` with that shape and finite. A file of a
+    few kB claiming huge dims (hundreds of GB of model) or 0 heads is one line, not an
+    allocation or a ZeroDivisionError; NaN weights would train a model whose loss is NaN."""
+    bad = {k: v for k, v in dims.items() if not 1 <= v <= DIM_LIMITS[k]}
+    if bad:
+        raise KocallError(f"file '{path}': dims {bad} outside 1..{({k: DIM_LIMITS[k] for k in bad})}")
+    d = dims["n_audio_state"]
+    if d % dims["n_audio_head"]:
+        raise KocallError(f"file '{path}': n_audio_state {d} is not divisible by n_audio_head {dims['n_audio_head']}")
+    wanted = {"encoder.conv1.weight": (d, dims["n_mels"], 3), "encoder.conv1.bias": (d,),
+              "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
+              "encoder.ln_post.weight": (d,), "encoder.ln_post.bias": (d,)}
+    for layer in range(dims["n_audio_layer"]):
+        wanted.update(block_shapes(f"encoder.blocks.{layer}", d, cross=False))
+    absent = [k for k in wanted if k not in state]
+    if absent:
+        raise KocallError(f"file '{path}': {len(absent)} encoder tensor(s) missing, e.g. '{absent[0]}' "
+                          f"(the dims {dims} call for them)")
+    for key, shape in wanted.items():
+        if tuple(state[key].shape) != shape:
+            raise KocallError(f"file '{path}': tensor '{key}' has shape {tuple(state[key].shape)}, the dims call "
+                              f"for {shape}")
+    for key, value in state.items():
+        if not bool(torch.isfinite(value).all()):
+            raise KocallError(f"file '{path}': tensor '{key}' holds NaN or infinite values")
+    return dims
 
 
 def init_from_checkpoint(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> int:
@@ -148,3 +180,29 @@ def init_from_checkpoint(model: torch.nn.Module, state: dict[str, torch.Tensor],
         for key in wanted:
             own[key].copy_(state[key])
     return len(wanted)
+
+
+# ---- The full model (encoder + decoder): what the hybrid CTC/attention family starts from ----
+
+TEXT_DIM_KEYS = ("n_vocab", "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer")
+ALL_DIM_KEYS = DIM_KEYS + TEXT_DIM_KEYS
+# Far above any Whisper (large: 128 mels, 1280 wide, 32 layers, 51866 tokens): a file claiming
+# more is refused before anything of that size is allocated.
+DIM_LIMITS = {"n_mels": 512, "n_audio_ctx": 65536, "n_audio_state": 16384, "n_audio_head": 1024,
+              "n_audio_layer": 256, "n_vocab": 1 << 20, "n_text_ctx": 65536, "n_text_state": 16384,
+              "n_text_head": 1024, "n_text_layer": 256}
+
+
+def block_shapes(prefix: str, d: int, cross: bool) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of one Whisper residual block (OpenAI names)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for attn in ("attn", "cross_attn") if cross else ("attn",):
+        for part in ("query", "key", "value", "out"):
+            shapes[f"{prefix}.{attn}.{part}.weight"] = (d, d)
+            if part != "key":   # Whisper's key projection has no bias
+                shapes[f"{prefix}.{attn}.{part}.bias"] = (d,)
+        shapes[f"{prefix}.{attn}_ln.weight"] = shapes[f"{prefix}.{attn}_ln.bias"] = (d,)
+    shapes.update({f"{prefix}.mlp.0.weight": (4 * d, d), f"{prefix}.mlp.0.bias": (4 * d,),
+                   f"{prefix}.mlp.2.weight": (d, 4 * d), f"{prefix}.mlp.2.bias": (d,),
+                   f"{prefix}.mlp_ln.weight": (d,), f"{prefix}.mlp_ln.bias": (d,)})
+    return shapes
