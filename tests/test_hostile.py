@@ -301,3 +301,34 @@ def test_an_utterance_over_the_length_limit_is_named_before_training(tmp_path: P
     with pytest.raises(DataError, match=f"utterance 'utt004' .*over the {MAX_TRAIN_SECONDS:g} s"):
         run_training(opts, tokenizer=CharTokenizer.from_lang_dir(Path(opts.lang_dir)))
     assert not (tmp_path / "exp" / "final").exists()
+
+
+def test_a_cache_file_with_changed_bytes_is_rebuilt_not_trained_on(tmp_path: Path, caplog) -> None:
+    import torch
+
+    from kocall.dataset import SpeechDataset, UttEntry, build_hidden_cache
+    from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig
+    from tests.test_train import N_MELS, TEXTS, make_data_dir
+    from tests.test_whisper_ctc import TINY_DIMS
+
+    train = make_data_dir(tmp_path, TEXTS[:3], seed=0)
+    frames = dict(line.split() for line in (train / "utt2num_frames").read_text().splitlines())
+    entries = [UttEntry(u, s, int(frames[u]), [], "") for u, s in
+               (line.split(" ", 1) for line in (train / "feats.scp").read_text().splitlines())]
+    torch.manual_seed(0)
+    model = WhisperCTC(WhisperCTCConfig(vocab_size=5, **dict(TINY_DIMS, n_mels=N_MELS)))
+
+    def cache() -> list[torch.Tensor]:
+        source = SpeechDataset(entries, None, seed=1)
+        return build_hidden_cache(source, 1, tmp_path / "cache" / "train", model, 1, torch.device("cpu"), seed=1)[0]
+
+    clean = cache()
+    (path,) = (tmp_path / "cache").iterdir()
+    data = bytearray(path.read_bytes())
+    data[-2000] ^= 0xFF   # a flipped byte inside the tensor data: torch.load still reads it
+    path.write_bytes(bytes(data))
+    assert all(torch.equal(a, b) for a, b in zip(cache(), clean))
+    assert "does not match its checksum" in caplog.text and path.read_bytes() != bytes(data)
+    path.write_bytes(path.read_bytes()[:1000])   # truncated
+    assert all(torch.equal(a, b) for a, b in zip(cache(), clean))
+    assert "cannot be read" in caplog.text

@@ -301,7 +301,9 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
     cache is a pure function of the data (ids, sources, front end), the augmentation config, the
     seed and the frozen weights: that key names the file, `<path_prefix>-<key hash>-view<v>.pt`
     (atomic), so caches of other configs sit side by side and models that share the frozen part
-    (another unit inventory, other upper layers) reuse one.
+    (another unit inventory, other upper layers) reuse one. Each file also holds the sha1 of its
+    tensors: a file whose bytes changed (a flipped bit, a truncated copy) is reported and rebuilt,
+    never trained on; a cache that cannot be written is one line naming it.
     """
     import dataclasses
     import hashlib
@@ -329,11 +331,10 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
     model.eval()
     for view in range(views):
         path = Path(f"{path_prefix}-{key_hash}-view{view}.pt")
-        if path.is_file():
-            stored = torch.load(path, map_location="cpu", weights_only=True)
-            if stored.get("key") == {**key, "view": view}:
-                result.append(stored["hidden"])
-                continue
+        stored = _read_hidden_cache(path)
+        if stored is not None and stored.get("key") == {**key, "view": view}:
+            result.append(stored["hidden"])
+            continue
         hidden: list[torch.Tensor | None] = [None] * len(source.entries)
         bar = progress_bar(chunks, desc=f"caching frozen blocks ({path.name})", disable=not progress, leave=False)
         for done, chunk in enumerate(bar):
@@ -347,11 +348,43 @@ def build_hidden_cache(source: SpeechDataset, views: int, path_prefix: Path, mod
                 hidden[index] = out[row, : int(out_lens[row])].to(torch.float16).cpu().clone()
             if not progress and (done + 1) % max(1, len(chunks) // 10) == 0:
                 log.info("%s: %d/%d chunks", path.name, done + 1, len(chunks))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as handle:
-            torch.save({"key": {**key, "view": view}, "hidden": hidden}, handle)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path, "wb") as handle:
+                torch.save({"key": {**key, "view": view}, "hidden": hidden, "sha1": _hidden_digest(hidden)}, handle)
+        except OSError as err:
+            raise DataError(f"cache file '{path}' cannot be written ({err.strerror}); give a writable "
+                            "--cache-dir") from None
         result.append(hidden)
     return result
+
+
+def _hidden_digest(hidden: list) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in hidden:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_hidden_cache(path: Path) -> dict | None:
+    """A cache file's content, or None (logged) when it is missing, unreadable or changed."""
+    if not path.is_file():
+        return None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        intact = (isinstance(stored, dict) and isinstance(stored.get("hidden"), list)
+                  and all(isinstance(t, torch.Tensor) for t in stored["hidden"])
+                  and stored.get("sha1") == _hidden_digest(stored["hidden"]))
+    except Exception as err:  # noqa: BLE001 - a damaged pickle fails in many ways; all mean "rebuild"
+        log.warning("cache file '%s' cannot be read (%s); rebuilding it", path, type(err).__name__)
+        return None
+    if not intact:
+        log.warning("cache file '%s' does not match its checksum (changed or damaged); rebuilding it", path)
+        return None
+    return stored
 
 
 class CachedHiddenSet:
