@@ -258,6 +258,12 @@ def test_output_formats() -> None:
                       [None])
     assert [c[:2] for c in srt_cues(mono)] == [(0.0, 0.2), (5.0, 5.2)]   # a pause cuts a cue
     assert ctm_lines("m", mono)[0] == "m 1 0.00 0.20 가 1.00"
+    price = [Word("삼만", 0.1, 0.4, 1.0), Word("오천", 0.4, 0.7, 1.0), Word("원", 0.7, 0.9, 1.0)]
+    spoken = Transcript("p.wav", 1.0, [Segment(0, 1, "삼만 오천 원", None, price)], [None])
+    assert render("text", [("p", spoken)], itn=True) == "p 35,000원\n"
+    assert json.loads(render("json", [("p", spoken)], itn=True))["segments"][0]["text"] == "35,000원"
+    assert render("srt", [("p", spoken)], itn=True).endswith("\n35,000원\n")
+    assert render("ctm", [("p", spoken)], itn=True) == render("ctm", [("p", spoken)])   # words as recognised
 
 
 @pytest.mark.parametrize("fmt", ["text", "json", "ctm", "srt"])

@@ -289,6 +289,8 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--precision", type=click.Choice(["float", "int8"]), default="float", show_default=True,
               help="which network of a model package")
 @click.option("--no-lm", is_flag=True, help="decode without the model package's LM")
+@click.option("--itn", is_flag=True, help="numbers, money, dates, times and phone numbers in written form "
+              "(35,000원, 3월 20일, 010-1234-5678) in text, json and srt (kocall.itn)")
 @click.option("--channel-labels", default="agent,customer", show_default=True,
               help="labels of a two-channel recording's first and second channel")
 @click.option("--segmentation", type=click.Choice(["auto", "vad"]), default="auto", show_default=True,
@@ -298,7 +300,7 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds,
                fmt="text", out_dir=None, precision="float", no_lm=False, channel_labels="agent,customer",
-               segmentation="auto") -> None:
+               segmentation="auto", itn=False) -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
@@ -331,7 +333,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
             device=device, precision=precision, lm=False if no_lm else lm, greedy=greedy, hotwords=hotwords,
             hotword_weight=hotword_weight, hotword_lm_compensation=hotword_lm_compensation,
             channel_labels=channel_labels.split(","), segmentation=segmentation, max_seconds=max_seconds,
-            batch_size=batch_size, **given))
+            batch_size=batch_size, **given), itn)
         return
     if fmt != "text" or out_dir:
         raise KocallError("--format json|ctm|srt and --out-dir take WAV files (not --data-dir or --scp)")
@@ -361,6 +363,10 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
     rows = compute_log_probs(model, feats, device) if feats else []
     hyps = decode_rows(rows, cfg, tables, device, greedy, tokenizer.suppressed_ids, batch_size, context)
     texts = {u.utt_id: tokenizer.decode(h[0].tokens) if h else "" for u, h in zip(good, hyps)}
+    if itn:
+        from kocall.itn import inverse_normalize
+
+        texts = {u: inverse_normalize(t) for u, t in texts.items()}
     nbest_lists = {u.utt_id: [(x, tokenizer.decode(x.tokens)) for x in h] for u, h in zip(good, hyps)}
     write_outputs(out, texts, nbest_out, nbest_lists)
     if failed:

@@ -57,7 +57,7 @@ def check_outputs(fmt: str, out: str | None, out_dir: str | None, n_inputs: int,
 
 
 def decode_files(wavs: Sequence[str], model: str, fmt: str, out: str | None, out_dir: str | None,
-                 transcriber_options: dict[str, Any]) -> None:
+                 transcriber_options: dict[str, Any], itn: bool = False) -> None:
     """Transcribe WAV files and write `fmt`; bad files are reported by name and skipped."""
     from kocall.datadir import utt_id_for_file
     from kocall.formats import EXTENSIONS, render
@@ -82,11 +82,11 @@ def decode_files(wavs: Sequence[str], model: str, fmt: str, out: str | None, out
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         for utt_id, result in good:
             with atomic_write(Path(out_dir) / f"{utt_id}.{EXTENSIONS[fmt]}") as handle:
-                handle.write(render(fmt, [(utt_id, result)]))
+                handle.write(render(fmt, [(utt_id, result)], itn))
     elif out and out != "-":
         with atomic_write(out) as handle:
-            handle.write(render(fmt, good))
+            handle.write(render(fmt, good, itn))
     else:
-        click.echo(render(fmt, good), nl=False)
+        click.echo(render(fmt, good, itn), nl=False)
     if failed:
         raise KocallError(f"{len(failed)} of {len(wavs)} utterances failed: {' '.join(failed)}")
