@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "score-decodes": "kocall.scoring:score_decodes_cmd",     # stage 6
     "score": "kocall.scoring:score_cmd",
     "export": "kocall.export:export_cmd",                    # stage 7
+    "convert-whisper": "kocall.whisper_ctc.ct2:convert_whisper_cmd",   # CTranslate2 Whisper -> OpenAI .pt
     "report": "kocall.report:report_cmd",
     "package": "kocall.package:package_cmd",                 # stage 7: the self-contained model package
     "fbank": "kocall.features:fbank_cmd",                    # tools
