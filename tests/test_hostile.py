@@ -332,3 +332,74 @@ def test_a_cache_file_with_changed_bytes_is_rebuilt_not_trained_on(tmp_path: Pat
     path.write_bytes(path.read_bytes()[:1000])   # truncated
     assert all(torch.equal(a, b) for a, b in zip(cache(), clean))
     assert "cannot be read" in caplog.text
+
+
+# ------------------------------------------------------------------ 5. one line, not a traceback
+def _in_mount_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `script` (bash) in a private mount namespace: ro/ a read-only tmpfs, full/ an 8 kB one."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rm (a private mount namespace) is not available here")
+    (cwd / "ro").mkdir()
+    (cwd / "full").mkdir()
+    setup = "mount -t tmpfs -o size=8k tmpfs full && mount -t tmpfs -o size=1m tmpfs ro && "
+    return subprocess.run(["unshare", "-rm", "bash", "-c", setup + script], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "KOCALL": f"{sys.executable} -m kocall.cli"}, timeout=300)
+
+
+def test_read_only_and_full_filesystems_are_one_line_naming_the_output(tmp_path: Path) -> None:
+    from tests.test_features import make_dir
+
+    (tmp_path / "ref").write_text("".join(f"u{i} 가나다라마바사\n" for i in range(3000)))
+    make_dir(tmp_path / "corpus")
+    script = """
+    cp -r corpus/data/train ro/train && mount -o remount,ro ro
+    for args in "score --ref ref --hyp ref --json-out ro/x.json" "score --ref ref --hyp ref --align full/a.txt" \
+                "lang corpus/data/train ro/lang" "lang corpus/data/train full/lang" \
+                "make-feats --nj 1 --config $CONF ro/train" "prep kaldi corpus/data/train --out ro/data"; do
+      $KOCALL $args 2> err.txt; echo "rc=$? $(wc -l < err.txt) $(head -c 300 err.txt)"
+    done
+    """.replace("$CONF", str(REPO / "conf" / "fbank.yaml"))
+    proc = _in_mount_namespace(script, tmp_path)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 6, proc.stdout + proc.stderr
+    expected = ["ro/x.json' (Read-only file system)", "full/a.txt' (No space left on device)",
+                "ro/lang' (Read-only file system)", "full/lang' (No space left on device)",
+                "Read-only file system", "Read-only file system"]
+    for line, fragment in zip(lines, expected):
+        assert line.startswith("rc=1 1 Error: ") and fragment in line and "Traceback" not in line, line
+    assert not list((tmp_path / "full").iterdir())   # the namespace's mounts are gone; nothing leaked here
+
+
+def test_log_folder_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    from kocall.features import make_feats
+    from tests.test_features import CONF, make_dir
+
+    data = make_dir(tmp_path)
+    (data / "log").write_text("not a folder")
+    with pytest.raises(KocallError, match="cannot make the log folder .*log' \\(File exists\\)"):
+        make_feats(data, CONF, nj=2, show_progress=False, cmd="run.pl")
+    assert not (data / "feats.scp").exists()
+
+
+@pytest.mark.parametrize("digits", [5000, 20000])
+def test_huge_numbers_are_read_digit_by_digit(tmp_path: Path, digits: int) -> None:
+    from kocall.text_norm import normalize_text
+
+    assert normalize_text("1" * digits + "번") == "일" * digits + " 번"
+    assert normalize_text("9" * digits + ".5") == "구" * digits + " 점 오"
+    result = run_kocall("normalize", "--plain", str((tmp_path / "t").write_text("1" * digits + "\n") and tmp_path / "t"))
+    assert result.exit_code == 0 and result.output == "일" * digits + "\n"
+
+
+def test_a_crlf_tsv_manifest_is_read_like_lf(tmp_path: Path) -> None:
+    from kocall.corpora.tsv import read_tsv_manifest
+    from tests.test_reliability import write_wav
+
+    write_wav(tmp_path / "a.wav")
+    rows = "utt_id\tspeaker\tpath\ttext\n" + "u1\tspk\ta.wav\t안녕 하세요\n"
+    (tmp_path / "lf.tsv").write_text(rows)
+    (tmp_path / "crlf.tsv").write_bytes(rows.replace("\n", "\r\n").encode())
+    assert read_tsv_manifest(tmp_path / "crlf.tsv") == read_tsv_manifest(tmp_path / "lf.tsv")
+    (tmp_path / "bad.tsv").write_text("id,speaker,path,text\n")
+    with pytest.raises(DataError, match="first line must be the header .* not 'id,speaker,path,text'"):
+        read_tsv_manifest(tmp_path / "bad.tsv")

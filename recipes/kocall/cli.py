@@ -55,6 +55,13 @@ def command_summary(target: str) -> str:
     return ""
 
 
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError that no reader or writer turned into a DataError: what failed on
+    which path, and the system's reason (read-only filesystem, no space left, not a directory)."""
+    paths = " -> ".join(f"'{p}'" for p in (err.filename, err.filename2) if p is not None)
+    return f"{paths or 'a file'}: {err.strerror or type(err).__name__}"
+
+
 class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
@@ -71,6 +78,8 @@ class LazyGroup(click.Group):
                               f"at offset {err.start}); convert it, e.g. `iconv -f cp949 -t utf-8`") from None
         except RecursionError:
             raise KocallError("an input is nested too deeply to be read (e.g. JSON)") from None
+        except OSError as err:   # a read-only or full filesystem, a file where a folder should be
+            raise KocallError(os_error_line(err)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

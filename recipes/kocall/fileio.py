@@ -82,22 +82,29 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
+    A filesystem that refuses (read-only, full, a file where a folder should be) is one
+    DataError naming `path`, with nothing left behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, default_mode())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DataError(f"cannot write '{path}' ({err.strerror})") from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, default_mode())
         kwargs = {"encoding": encoding} if "b" not in mode else {}
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, DataError):
+            raise DataError(f"cannot write '{path}' ({err.strerror})") from None
         raise
 
 
@@ -192,16 +199,21 @@ def atomic_dir(path: str | os.PathLike,
     path = Path(path)
     check_output_dir(path, inputs or {})
     check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, default_mode(is_dir=True))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, default_mode(is_dir=True))
+    except OSError as err:
+        raise DataError(f"cannot write '{path}' ({err.strerror})") from None
     try:
         yield tmp
         _mark_output(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):   # a full or read-only filesystem while building the folder
+            raise DataError(f"cannot write '{path}' ({err.strerror}); it is left as it was") from None
         raise
 
 

@@ -350,6 +350,9 @@ def main(argv: list[str]) -> int:
     except UsageError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:   # a log folder that is a file, a read-only or full filesystem
+        print(f"{prog}: {err.filename or 'a log'}: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 # ------------------------------------------------------------------ the stages' side
@@ -390,6 +393,10 @@ def dispatch(cmd: str, nj: int, log_pattern: str | os.PathLike, argv: list[str],
         raise KocallError(f"{what}: every job index name occurs in the paths; rename them")
     argv = [name if word == "JOB" else word for word in argv]
     log_pattern = log_pattern.with_name(log_pattern.name.replace("JOB", name))
+    try:   # here, not in each job: a file named like the log folder is one line, not N tracebacks
+        log_pattern.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KocallError(f"{what}: cannot make the log folder '{log_pattern.parent}' ({err.strerror})") from None
     program = words[0]
     if "/" not in program and not _on_path(program) and (REPO_ROOT / "utils" / program).is_file():
         program = str(REPO_ROOT / "utils" / program)

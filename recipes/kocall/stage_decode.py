@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
             run_stage(amdir, lang, data, args.sets, args.device, args.decode_conf, args.hotwords)
     except KocallError as err:
         raise SystemExit(f"decode: {err.format_message()}")
+    except OSError as err:   # a read-only or full filesystem under AMDIR
+        from kocall.cli import os_error_line
+
+        raise SystemExit(f"decode: {os_error_line(err)}")
 
 
 @dataclass

@@ -105,10 +105,15 @@ def _counter_sense(counter: str, following: str) -> str:
     return counter
 
 
+def _below_sino_max(digits: str) -> bool:
+    """Compared by length first: int() of a 5,000-digit string is refused by Python (and slow)."""
+    significant = digits.lstrip("0")
+    return len(significant) <= len(str(SINO_MAX)) and int(digits) < SINO_MAX
+
+
 def _sino_or_digits(digits: str) -> str:
     """Sino-Korean reading of a digit string; digit by digit (영 for zero) from 10^16 up."""
-    number = int(digits)
-    return sino(number) if number < SINO_MAX else read_digits(digits, zero="영")
+    return sino(int(digits)) if _below_sino_max(digits) else read_digits(digits, zero="영")
 
 
 def _read_date(match: re.Match) -> str:
@@ -125,7 +130,7 @@ def _read_dotted(match: re.Match) -> str:
 
 
 def _read_counted(match: re.Match) -> str:
-    if int(match.group(1)) >= SINO_MAX:
+    if not _below_sino_max(match.group(1)):
         return f" {_sino_or_digits(match.group(1))} {match.group(2)}"
     number, counter = int(match.group(1)), match.group(2)
     following = match.string[match.end():match.end() + 4]

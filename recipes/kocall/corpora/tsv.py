@@ -36,9 +36,12 @@ def read_tsv_rows(path: str | os.PathLike, punct: str = "strip",
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest '{path}' is missing")
-    lines = read_text(path, "manifest").split("\n")
+    # Windows line ends (CRLF, as spreadsheets save TSV) are accepted: "\r" is not part of a field.
+    lines = [line.removesuffix("\r") for line in read_text(path, "manifest").split("\n")]
     if not lines or lines[0].split("\t") != HEADER:
-        raise DataError(f"file '{path}': first line must be the header {' | '.join(HEADER)} (tab-separated)")
+        got = lines[0][:80] if lines else ""
+        raise DataError(f"file '{path}': first line must be the header {' | '.join(HEADER)} (tab-separated), "
+                        f"not {got!r}")
     utts = []
     dropped = 0
     for lineno, line in enumerate(lines[1:], 2):

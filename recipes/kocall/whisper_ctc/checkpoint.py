@@ -206,3 +206,120 @@ def block_shapes(prefix: str, d: int, cross: bool) -> dict[str, tuple[int, ...]]
                    f"{prefix}.mlp.2.weight": (d, 4 * d), f"{prefix}.mlp.2.bias": (d,),
                    f"{prefix}.mlp_ln.weight": (d,), f"{prefix}.mlp_ln.bias": (d,)})
     return shapes
+
+
+def whisper_shapes(dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an OpenAI Whisper checkpoint and its shape, from the dims alone."""
+    d, dt = dims["n_audio_state"], dims["n_text_state"]
+    shapes = {"encoder.conv1.weight": (d, dims["n_mels"], 3), "encoder.conv1.bias": (d,),
+              "encoder.conv2.weight": (d, d, 3), "encoder.conv2.bias": (d,),
+              "encoder.positional_embedding": (dims["n_audio_ctx"], d),
+              "encoder.ln_post.weight": (d,), "encoder.ln_post.bias": (d,),
+              "decoder.token_embedding.weight": (dims["n_vocab"], dt),
+              "decoder.positional_embedding": (dims["n_text_ctx"], dt),
+              "decoder.ln.weight": (dt,), "decoder.ln.bias": (dt,)}
+    for layer in range(dims["n_audio_layer"]):
+        shapes.update(block_shapes(f"encoder.blocks.{layer}", d, cross=False))
+    for layer in range(dims["n_text_layer"]):
+        shapes.update(block_shapes(f"decoder.blocks.{layer}", dt, cross=True))
+    return shapes
+
+
+def check_whisper_dims(dims: object, source: Path) -> dict[str, int]:
+    """The ten dims as ints, each in its limit, heads dividing widths; one line naming the file."""
+    if not isinstance(dims, dict):
+        raise KocallError(f"file '{source}': no 'dims' entry (n_mels ... n_text_layer)")
+    missing = [k for k in ALL_DIM_KEYS if not isinstance(dims.get(k), int) or isinstance(dims.get(k), bool)]
+    if missing:
+        raise KocallError(f"file '{source}': dims lack integer {missing}")
+    out = {k: int(dims[k]) for k in ALL_DIM_KEYS}
+    bad = {k: v for k, v in out.items() if not 1 <= v <= DIM_LIMITS[k]}
+    if bad:
+        raise KocallError(f"file '{source}': dims {bad} outside the limits {({k: DIM_LIMITS[k] for k in bad})}")
+    if out["n_audio_state"] % out["n_audio_head"] or out["n_text_state"] % out["n_text_head"]:
+        raise KocallError(f"file '{source}': a width is not divisible by its number of heads ({out})")
+    if out["n_text_state"] != out["n_audio_state"]:
+        raise KocallError(f"file '{source}': n_text_state {out['n_text_state']} differs from n_audio_state "
+                          f"{out['n_audio_state']} (the decoder attends to the encoder's output)")
+    return out
+
+
+def check_whisper_state(dims: dict[str, int], state: dict[str, torch.Tensor], source: Path) -> None:
+    """Every tensor the dims call for, with its shape, and nothing else (the positional table of
+    the encoder may be absent: it is a fixed function of the dims)."""
+    wanted = whisper_shapes(dims)
+    for key, value in state.items():
+        if key not in wanted:
+            raise KocallError(f"file '{source}': tensor '{key}' is not part of a Whisper model with dims {dims}")
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise KocallError(f"file '{source}': '{key}' is not a floating-point tensor")
+        if tuple(value.shape) != wanted[key]:
+            raise KocallError(f"file '{source}': tensor '{key}' has shape {tuple(value.shape)}, the dims "
+                              f"call for {wanted[key]}")
+    missing = [k for k in wanted if k not in state and k != "encoder.positional_embedding"]
+    if missing:
+        what = "decoder" if all(k.startswith("decoder.") for k in missing) else "model"
+        raise KocallError(f"file '{source}': {len(missing)} {what} tensor(s) missing, e.g. '{missing[0]}'"
+                          + ("; an encoder-only checkpoint cannot start a decoder: give the full model "
+                             "(`kocall convert-whisper` makes one from a CTranslate2 folder)" if what == "decoder" else ""))
+
+
+def hf_decoder_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face WhisperModel decoder names -> OpenAI's (`decoder.*`)."""
+    fixed = {"model.decoder.embed_tokens.weight": "decoder.token_embedding.weight",
+             "model.decoder.embed_positions.weight": "decoder.positional_embedding",
+             "model.decoder.layer_norm.weight": "decoder.ln.weight", "model.decoder.layer_norm.bias": "decoder.ln.bias"}
+    in_block = {"self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
+                "self_attn.out_proj": "attn.out", "self_attn_layer_norm": "attn_ln",
+                "encoder_attn.q_proj": "cross_attn.query", "encoder_attn.k_proj": "cross_attn.key",
+                "encoder_attn.v_proj": "cross_attn.value", "encoder_attn.out_proj": "cross_attn.out",
+                "encoder_attn_layer_norm": "cross_attn_ln", "fc1": "mlp.0", "fc2": "mlp.2", "final_layer_norm": "mlp_ln"}
+    mapped = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("model.") if key.startswith("model.model.") else key
+        if key in fixed:
+            mapped[fixed[key]] = tensor
+        elif key.startswith("model.decoder.layers."):
+            layer, _, rest = key.removeprefix("model.decoder.layers.").partition(".")
+            for old, new in in_block.items():
+                if rest.startswith(old + "."):
+                    mapped[f"decoder.blocks.{layer}.{new}{rest[len(old):]}"] = tensor
+                    break
+    return mapped
+
+
+def load_whisper_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """(all ten dims, `encoder.*` + `decoder.*` tensors as float32) of a FULL Whisper checkpoint:
+    OpenAI's .pt (`dims` + `model_state_dict`, what `kocall convert-whisper` writes) or a Hugging
+    Face .safetensors. Dims and every tensor's shape are checked before any model is built."""
+    path = Path(path)
+    if not path.is_file():
+        raise KocallError(f"pretrained checkpoint '{path}' is missing: {HOW_TO_GET}")
+    if path.suffix == ".safetensors":
+        _, encoder = load_encoder_checkpoint(path)
+        from safetensors.torch import load_file
+
+        raw = load_file(str(path))
+        state = dict(encoder, **hf_decoder_names(raw))
+        dims = dict(dims_from_state(state, path))
+        embedding = state.get("decoder.token_embedding.weight")
+        if embedding is None:
+            raise KocallError(f"file '{path}': no Whisper decoder tensors (model.decoder.*) in it")
+        dims.update(n_vocab=int(embedding.shape[0]), n_text_state=int(embedding.shape[1]),
+                    n_text_ctx=int(state["decoder.positional_embedding"].shape[0])
+                    if "decoder.positional_embedding" in state else 448,
+                    n_text_layer=len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")}),
+                    n_text_head=int(embedding.shape[1]) // 64)
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise KocallError(f"file '{path}': not a weights-only torch checkpoint ({first[:160]})") from None
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
+            raise KocallError(f"file '{path}': not an OpenAI Whisper checkpoint "
+                              f"(expected {{'dims': ..., 'model_state_dict': ...}})")
+        state, dims = ckpt["model_state_dict"], ckpt.get("dims")
+    dims = check_whisper_dims(dims, path)
+    check_whisper_state(dims, state, path)
+    return dims, {k: v.float() for k, v in state.items()}
