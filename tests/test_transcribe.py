@@ -87,6 +87,20 @@ def test_package_holds_everything_decoding_needs(pkg) -> None:
     assert (search["lm_weight"], search["word_bonus"], search["beam"]) == (0.8, 1.5, 4)
 
 
+def test_package_takes_the_lm_stage_tables_and_checks_their_units(pkg, tmp_path: Path) -> None:
+    lang = tmp_path / "lang"
+    shutil.copytree(pkg["lang"], lang)
+    tables = NgramTables.from_arpa(lang / "lm" / "lm.arpa", lang / "tokens.txt", progress=False)
+    tables.save(lang / "lm" / "lm_tables.npz")
+    out = write_package(pkg["amdir"], lang, tmp_path / "p1", pkg["pkg"] / "decode.yaml")
+    assert (out / "lm.npz").read_bytes() == (lang / "lm" / "lm_tables.npz").read_bytes()
+    tables.vocab_size += 1   # tables over other units: refused, nothing written
+    tables.save(lang / "lm" / "lm_tables.npz")
+    with pytest.raises(KocallError, match="lm_tables.npz"):
+        write_package(pkg["amdir"], lang, tmp_path / "p2", pkg["pkg"] / "decode.yaml")
+    assert not (tmp_path / "p2").exists()
+
+
 def test_package_decode_uses_its_lm_and_weights_and_options_override(pkg) -> None:
     package, wavs = pkg["pkg"], list(pkg["wavs"].values())
     by_package = invoke(["--model", package, *wavs])

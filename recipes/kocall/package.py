@@ -177,8 +177,16 @@ def write_package(amdir: str | os.PathLike, lang: str | os.PathLike, out: str | 
             _copy_model_dir(sources[precision], tmp / precision)
         for name in ("tokens.txt", "fbank.yaml"):
             shutil.copyfile(sources["float"] / name, tmp / name)
-        tables = NgramTables.from_arpa(sources["lm"], tmp / "tokens.txt", progress=False)
-        tables.save(tmp / "lm.npz")
+        stage_tables = sources["lm"].with_name("lm_tables.npz")   # the LM stage's own tables, when it wrote them
+        if stage_tables.is_file():
+            tables = NgramTables.load(stage_tables)
+            shutil.copyfile(stage_tables, tmp / "lm.npz")
+        else:
+            tables = NgramTables.from_arpa(sources["lm"], tmp / "tokens.txt", progress=False)
+            tables.save(tmp / "lm.npz")
+        from kocall.decode import load_lm_tables
+
+        load_lm_tables(tmp / "lm.npz", tmp / "tokens.txt")   # the units they were built over are the model's
         shutil.copyfile(sources["decode_conf"], tmp / "decode.yaml")
         shutil.copyfile(sources["best_weights"], tmp / "best_weights.json")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*"))
