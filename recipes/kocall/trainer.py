@@ -84,7 +84,8 @@ class ScheduleConfig:
     kind: str = "cosine"          # cosine: linear warm-up then cosine decay; noam: warm-up then inverse sqrt
     warmup_steps: int = 200
     final_lr_ratio: float = 0.05  # cosine: lr at the last step / peak lr
-    span: str = "epochs"          # cosine: decay over `epochs`, or ("budget") over the steps that
+    span: str = "epochs"          # cosine: decay over the run (training.max_steps, else `epochs`), or
+                                  # ("budget") over the steps that
                                   # training.max_minutes allows: planned after probe_steps, re-planned
                                   # at each epoch end (Trainer._plan_schedule)
     probe_steps: int = 50
@@ -99,9 +100,14 @@ class BatchingConfig:
     features: str = "auto"        # auto | feats | wav (auto: wav when augmentation needs waveforms)
 
 
+MAX_STEPS = 100_000_000
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 10
+    max_steps: int = 0            # > 0: the run is this many optimiser steps, as many epochs as that
+                                  # takes (`epochs` is then unused): the same model on any machine
     max_minutes: float = 0.0      # 0 = no time budget
     checkpoint_every: int = 200   # steps
     keep_checkpoints: int = 2     # full-state step checkpoints kept (epoch weights are all kept)
@@ -174,6 +180,8 @@ class TrainConfig:
         model_family(cfg.arch)   # an unknown arch fails here, naming the known ones
         if cfg.finetune.cache_views < 1:
             raise KocallError(f"{source}: finetune.cache_views must be >= 1")
+        if not 0 <= cfg.training.max_steps <= MAX_STEPS:
+            raise KocallError(f"{source}: training.max_steps must be in 0..{MAX_STEPS}, not {cfg.training.max_steps}")
         return cfg
 
 
@@ -570,7 +578,10 @@ class Trainer:
         self.dev_batches = make_batches([e.num_frames for e in self.dev_entries], self.cfg.batching.max_frames,
                                         self.opts.seed, 0, shuffle=False)
         self.steps_per_epoch = len(self._epoch_batches(0))
-        self.total_steps = self.steps_per_epoch * self.cfg.training.epochs
+        # The lr schedule spans the run: training.max_steps when set, else `epochs`' worth.
+        max_steps = self.cfg.training.max_steps
+        self.total_steps = max_steps or self.steps_per_epoch * self.cfg.training.epochs
+        self.num_epochs = -(-max_steps // self.steps_per_epoch) if max_steps else self.cfg.training.epochs
 
     def _check_front_end(self) -> None:
         """The features must come from the front end the model declares (e.g. Whisper's log-mel)."""
@@ -718,14 +729,15 @@ class Trainer:
             write_plot(self.exp_dir / "train_curves.png", self.state.log_rows)
 
     def train_epoch(self, run_start: float) -> str:
-        """Train the rest of the current epoch. Returns "done", "time" or "stopped"."""
+        """Train the rest of the current epoch. Returns "done", "steps" (max_steps reached inside
+        it), "time" or "stopped"."""
         tcfg = self.cfg.training
         batches = self._epoch_batches(self.state.epoch)
         loader = batch_loader(self.train_set, batches, self.state.epoch, self.state.batch_in_epoch,
                               train=True, num_workers=self.cfg.batching.num_workers)
         self.ddp_model.train()
         interval_loss, interval_units = 0.0, 0
-        bar = progress_bar(loader, desc=f"epoch {self.state.epoch + 1}/{tcfg.epochs}", initial=self.state.batch_in_epoch,
+        bar = progress_bar(loader, desc=f"epoch {self.state.epoch + 1}/{self.num_epochs}", initial=self.state.batch_in_epoch,
                    total=len(batches), disable=not (self.opts.progress and self.dist.is_main), leave=False)
         for batch in bar:
             self._plan_schedule(run_start)
@@ -758,6 +770,9 @@ class Trainer:
                 self._checkpoint(run_start)
             if self.opts.stop_after_steps is not None and self.state.step >= self.opts.stop_after_steps:
                 return "stopped"
+            if tcfg.max_steps and self.state.step >= tcfg.max_steps and self.state.batch_in_epoch < len(batches):
+                self._checkpoint(run_start)   # the run ends inside this epoch; a rerun goes to the final model
+                return "steps"
             if self._out_of_time(run_start):
                 self._checkpoint(run_start)
                 return "time"
@@ -816,6 +831,11 @@ class Trainer:
         self._plan_schedule(run_start, replan=True)
         self._checkpoint(run_start)
 
+    def _more_to_train(self) -> bool:
+        """Steps left (training.max_steps), else epochs left."""
+        tcfg = self.cfg.training
+        return self.state.step < tcfg.max_steps if tcfg.max_steps else self.state.epoch < tcfg.epochs
+
     def run(self) -> dict:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         self.try_resume()
@@ -825,7 +845,7 @@ class Trainer:
                      len(self.dev_entries))
         run_start = time.time()
         stop = None
-        while self.state.epoch < self.cfg.training.epochs:
+        while self._more_to_train():
             if self._out_of_time(run_start):  # a rerun after a time stop goes straight to the final model
                 stop = "time"
                 break
@@ -840,7 +860,8 @@ class Trainer:
             log.warning("time budget of %.1f min reached at step %d (epoch %d)",
                         self.cfg.training.max_minutes, self.state.step, self.state.epoch + 1)
         self.state.elapsed += time.time() - run_start
-        result = self.finish(partial=stop == "time")
+        # The weights of a partial last epoch (time or step limit) are a candidate too.
+        result = self.finish(partial=stop == "time" or self.state.batch_in_epoch > 0)
         return result
 
     # ---------------------------------------------------------------- final model
