@@ -143,13 +143,20 @@ def test_damaged_package_is_one_line_naming_the_file(pkg, tmp_path: Path, damage
 # ------------------------------------------------------------------ 2. works from any folder
 
 
-def test_decode_from_another_folder_gives_the_same_text(pkg, tmp_path: Path) -> None:
+def test_decode_from_another_folder_gives_the_same_text(pkg, tmp_path: Path, monkeypatch) -> None:
     wav = pkg["wavs"]["a"]
-    command = [sys.executable, "-m", "kocall.cli", "decode", "--model", str(pkg["pkg"]), str(wav)]
-    inside = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=False)
-    elsewhere = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
-    assert inside.returncode == 0 and elsewhere.returncode == 0, (inside.stderr, elsewhere.stderr)
+    monkeypatch.chdir(REPO_ROOT)
+    inside = invoke(["--model", pkg["pkg"], wav])
+    inside_greedy = invoke(["--model", pkg["pkg"], "--greedy", wav])
+    monkeypatch.chdir(tmp_path)
+    elsewhere = invoke(["--model", pkg["pkg"], wav])
+    assert inside.exit_code == 0 and elsewhere.exit_code == 0, (inside.output, elsewhere.output)
     assert inside.stdout == elsewhere.stdout and inside.stdout.startswith("a ")
+    # The installed command in a fresh process, run from an empty folder (greedy: no search to compile).
+    command = [sys.executable, "-m", "kocall.cli", "decode", "--model", str(pkg["pkg"]), "--greedy", str(wav)]
+    fresh = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout == inside_greedy.stdout
 
 
 def test_conf_defaults_are_found_from_any_folder(tmp_path: Path, monkeypatch) -> None:
