@@ -403,3 +403,71 @@ def test_a_crlf_tsv_manifest_is_read_like_lf(tmp_path: Path) -> None:
     (tmp_path / "bad.tsv").write_text("id,speaker,path,text\n")
     with pytest.raises(DataError, match="first line must be the header .* not 'id,speaker,path,text'"):
         read_tsv_manifest(tmp_path / "bad.tsv")
+
+
+# ------------------------------------------------------------------ 6/7. partial artifacts, "in use"
+def test_job_temps_of_a_killed_stage_are_removed_whatever_the_new_nj(tmp_path: Path) -> None:
+    """A killed stage (its pid gone) leaves job shards named after it; the next run, with another
+    --nj, removes them; a live stage's are kept."""
+    from kocall.features import _job_files, make_feats
+    from tests.test_features import CONF, make_dir
+    from tests.test_reliability import _dead_pid
+
+    data = make_dir(tmp_path)
+    ark_dir = data / "data"
+    ark_dir.mkdir()
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    dead = _job_files(ark_dir.resolve(), 1, 4, f"{_dead_pid()}@{host}")
+    live = _job_files(ark_dir.resolve(), 1, 4, f"{os.getpid()}@{host}")
+    for path in (*dead, *live):
+        path.write_bytes(b"shard")
+    make_feats(data, CONF, nj=2, show_progress=False, cmd="run.pl")
+    assert not any(p.exists() for p in dead) and all(p.exists() for p in live)
+    assert sorted(p.name for p in ark_dir.iterdir() if not p.name.startswith(".")) == ["feats.1.ark", "feats.2.ark"]
+
+
+def test_a_second_make_feats_on_one_data_dir_is_told_it_is_in_use(tmp_path: Path) -> None:
+    import fcntl
+
+    from kocall.fileio import LOCK_NAME
+    from tests.test_features import CONF, make_dir
+
+    data = make_dir(tmp_path)
+    with open(data / LOCK_NAME, "a") as held:   # what a running make-feats holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        proc = subprocess.run([sys.executable, "-m", "kocall.cli", "make-feats", "--nj", "1", "--config", str(CONF),
+                               str(data)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "is in use by another make-feats" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (data / "feats.scp").exists()
+
+
+def test_a_line_break_in_the_data_path_is_refused_before_feats_scp(tmp_path: Path) -> None:
+    from kocall.features import make_feats
+    from tests.test_features import CONF, make_dir
+
+    data = make_dir(tmp_path / "x").rename(tmp_path / "a\nb")   # its audio stays where it was
+    with pytest.raises(DataError, match="line break"):
+        make_feats(data, CONF, nj=1, show_progress=False)
+    assert not (data / "feats.scp").exists() and not (data / "data").exists()
+
+
+# ------------------------------------------------------------------ 4. silent wrong results
+def test_a_test_set_identical_to_train_is_named_in_a_warning(tmp_path: Path, capsys) -> None:
+    from kocall.corpora import write_prepared
+    from kocall.datadir import Utterance
+    from tests.test_reliability import write_wav
+
+    wavs = [str(write_wav(tmp_path / f"{i}.wav", seconds=0.3 + 0.1 * i)) for i in range(4)]
+    train = [Utterance(f"s-{i}", "s", wavs[i], "가나", None) for i in range(3)]
+    copy = tmp_path / "copy.wav"
+    copy.write_bytes(Path(wavs[0]).read_bytes())
+    sets = {"train": train, "dev": [Utterance("d-3", "d", wavs[3], "다라", None)],
+            "test": [Utterance(f"t-{i}", "t", wavs[i], "가나", None) for i in range(3)],   # train again
+            "test2": [Utterance("c-0", "c", str(copy), "가나", None), Utterance("d-4", "d", wavs[3], "마", None)]}
+    write_prepared(tmp_path / "data", sets, ["test", "test2"])
+    err = capsys.readouterr().err
+    assert f"set 'test' ({tmp_path / 'data' / 'test'}) is identical to train ({tmp_path / 'data' / 'train'})" in err
+    assert "set 'test2'" in err and "shares 1 of 2 utterances with train" in err   # a copied file counts
+    assert "set 'dev'" not in err

@@ -40,7 +40,7 @@ import numpy as np
 
 from kocall.device import DEVICES
 from kocall.errors import DataError, KocallError, where
-from kocall.fileio import atomic_write, default_mode, read_table, remove_stale_temps, temp_prefix
+from kocall.fileio import atomic_write, default_mode, dir_lock, read_table, remove_stale_temps, temp_prefix
 from kocall.options import bounded
 from kocall.rxspec import allow_pipes_option
 from kocall_kernels.fbank import FbankConfig, compute_fbank, utterance_seed
@@ -325,7 +325,16 @@ def make_feats(data_dir: str | os.PathLike, conf: FbankLike, nj: int = 2, device
     backend = _check_device(device)
     if nj < 1:
         raise KocallError(f"--nj must be >= 1, not {nj}")
+    if any(ch in str(data_dir.resolve()) for ch in "\n\r"):   # feats.scp holds it: one line per utterance
+        raise DataError(f"data dir {str(data_dir)!r}: its path holds a line break, which would split every "
+                        "line of feats.scp; rename it")
     utts = _read_wav_scp(data_dir)
+    with dir_lock(data_dir, "make-feats"):   # a second run on this dir would remove this one's shards
+        return _make_feats_locked(data_dir, conf, cfg, backend, utts, nj, device, allow_pipes, show_progress, cmd)
+
+
+def _make_feats_locked(data_dir: Path, conf: FbankLike, cfg, backend, utts, nj: int, device: str,
+                       allow_pipes: bool | None, show_progress: bool, cmd: str | None) -> dict[str, int]:
     yaml_text = _fbank_yaml_text(conf, cfg)
     for name in ("feats.scp", "utt2num_frames", "cmvn.json"):
         # Outputs of an earlier run would describe other audio or another config.
@@ -374,13 +383,21 @@ def _run_in_process(shards: list[list[tuple[str, str]]], ark_dir: Path, cfg: Fba
 
 
 # ------------------------------------------------------------------ one shard as a job (--cmd)
-def _job_files(ark_dir: Path, index: int, n: int) -> tuple[Path, Path]:
-    """Where job `index` of `n` writes its ark and then, last, its index (utt offset frames)."""
-    return ark_dir / f".feats.{index}.of{n}.ark.tmp", ark_dir / f".feats.{index}.of{n}.index.tmp"
+def _job_files(ark_dir: Path, index: int, n: int, run_tag: str) -> tuple[Path, Path]:
+    """Where job `index` of `n` writes its ark and then, last, its index (utt offset frames).
+    `run_tag` is the dispatching stage's `<pid>@<host>`: the names are kocall temp names of that
+    process (fileio), so the next run removes them once it is gone, whatever its --nj, and never
+    shares a name with the jobs of a killed run that still run on."""
+    return (ark_dir / f".feats.{index}.of{n}.ark.{run_tag}.job.tmp",
+            ark_dir / f".feats.{index}.of{n}.index.{run_tag}.job.tmp")
+
+
+def _run_tag() -> str:
+    return temp_prefix("x").split(".")[2]   # "<pid>@<host>" of this process
 
 
 def make_feats_job(data_dir: str | os.PathLike, conf: FbankLike, nj: int, job: int, device: str = "cpu",
-                   allow_pipes: bool | None = None) -> int:
+                   allow_pipes: bool | None = None, run_tag: str | None = None) -> int:
     """Job `job` of `nj` (1-based): its shard's features into a temp ark beside the final one,
     then its index file; `make_feats(cmd=...)` renames them when every job has succeeded.
     Returns the number of utterances."""
@@ -392,7 +409,7 @@ def make_feats_job(data_dir: str | os.PathLike, conf: FbankLike, nj: int, job: i
         raise KocallError(f"--job {job}: {data_dir} splits into {len(shards)} jobs with --nj {nj}")
     ark_dir = (data_dir / "data").resolve()
     ark_dir.mkdir(parents=True, exist_ok=True)
-    ark_tmp, index_tmp = _job_files(ark_dir, job, len(shards))
+    ark_tmp, index_tmp = _job_files(ark_dir, job, len(shards), run_tag or _run_tag())
     try:
         result = run_job(Job(job, shards[job - 1], str(ark_tmp), cfg, backend, allow_pipes))
     except BaseException:
@@ -412,15 +429,17 @@ def _run_dispatched(data_dir: Path, yaml_text: str, n: int, device: str, allow_p
 
     from kocall.jobs import dispatch
 
-    conf_tmp = ark_dir / f".fbank.of{n}.yaml.tmp"   # the jobs read the config the stage was given
+    tag = _run_tag()
+    conf_tmp = ark_dir / f".fbank.of{n}.yaml.{tag}.job.tmp"   # the jobs read the config the stage was given
     conf_tmp.write_text(yaml_text, encoding="utf-8")
-    argv = [sys.executable, "-m", "kocall.cli", "make-feats", "--job", "JOB", "--nj", str(n), "--config", str(conf_tmp),
+    argv = [sys.executable, "-m", "kocall.cli", "make-feats", "--job", "JOB", "--run-tag", tag, "--nj", str(n),
+            "--config", str(conf_tmp),
             "--device", device, *(["--allow-pipes"] if allow_pipes else []), str(data_dir)]
     try:
         dispatch(cmd, n, data_dir / "log" / "make_fbank.JOB.log", argv, f"make-feats {data_dir}")
         results, tmps = [], {}
         for index in range(1, n + 1):
-            ark_tmp, index_tmp = _job_files(ark_dir, index, n)
+            ark_tmp, index_tmp = _job_files(ark_dir, index, n, tag)
             if not (ark_tmp.is_file() and index_tmp.is_file()):
                 raise KocallError(f"make-feats {data_dir}: job {index} of {n} reported success but left no "
                                   f"'{index_tmp}' (log: {data_dir / 'log' / f'make_fbank.{index}.log'})")
@@ -428,11 +447,11 @@ def _run_dispatched(data_dir: Path, yaml_text: str, n: int, device: str, allow_p
             results.append(JobResult(index, [(u, int(off)) for u, off, _ in rows], {u: int(f) for u, _, f in rows}))
             tmps[index] = str(ark_tmp)
         for index in range(1, n + 1):
-            _job_files(ark_dir, index, n)[1].unlink()
+            _job_files(ark_dir, index, n, tag)[1].unlink()
         return results, tmps
     except BaseException:
         for index in range(1, n + 1):
-            for path in _job_files(ark_dir, index, n):
+            for path in _job_files(ark_dir, index, n, tag):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         raise
@@ -620,12 +639,14 @@ def fbank_cmd(conf: str | None, model_dir: str | None, device: str, scp: str | N
 @click.option("--cmd", default=None, help="run the --nj jobs through a backend: run.pl, 'slurm.pl --mem 4G' "
               "(default or '': in this process)")
 @click.option("--job", default=None, type=bounded("job"), hidden=True, help="compute only job J of --nj (what --cmd runs)")
+@click.option("--run-tag", default=None, hidden=True, help="the dispatching stage's pid@host (names of --job's temps)")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 def make_feats_cmd(conf: str, nj: int, device: str, allow_pipes: bool, cmd: str | None, job: int | None,
-                   data_dir: str) -> None:
+                   run_tag: str | None, data_dir: str) -> None:
     """Features of a data dir: feats.scp, data/feats.<n>.ark, utt2num_frames, fbank.yaml."""
     if job is not None:
-        count = make_feats_job(data_dir, conf, nj, job, device=device, allow_pipes=True if allow_pipes else None)
+        count = make_feats_job(data_dir, conf, nj, job, device=device, allow_pipes=True if allow_pipes else None,
+                               run_tag=run_tag)
         click.echo(f"{data_dir}: job {job} of {nj}: {count} utterances")
         return
     frames = make_feats(data_dir, conf, nj=nj, device=device, allow_pipes=True if allow_pipes else None,

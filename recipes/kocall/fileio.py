@@ -80,6 +80,30 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+LOCK_NAME = ".kocall-lock"
+
+
+@contextlib.contextmanager
+def dir_lock(directory: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock on DIRECTORY/.kocall-lock) for the block; a
+    second holder is a one-line DataError saying the folder is in use (as run.sh's stage_lock
+    does for a whole run). The lock goes with the process, so a killed run leaves none behind."""
+    import fcntl
+
+    lock_path = Path(directory) / LOCK_NAME
+    try:
+        handle = open(lock_path, "a")
+    except OSError as err:
+        raise DataError(f"cannot lock '{directory}' ({err.strerror})") from None
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"'{directory}' is in use by another {what} (it holds '{lock_path}'); wait for it "
+                            "to end") from None
+        yield
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.

@@ -393,10 +393,6 @@ def dispatch(cmd: str, nj: int, log_pattern: str | os.PathLike, argv: list[str],
         raise KocallError(f"{what}: every job index name occurs in the paths; rename them")
     argv = [name if word == "JOB" else word for word in argv]
     log_pattern = log_pattern.with_name(log_pattern.name.replace("JOB", name))
-    try:   # here, not in each job: a file named like the log folder is one line, not N tracebacks
-        log_pattern.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise KocallError(f"{what}: cannot make the log folder '{log_pattern.parent}' ({err.strerror})") from None
     program = words[0]
     if "/" not in program and not _on_path(program) and (REPO_ROOT / "utils" / program).is_file():
         program = str(REPO_ROOT / "utils" / program)
@@ -407,6 +403,10 @@ def dispatch(cmd: str, nj: int, log_pattern: str | os.PathLike, argv: list[str],
             Request(full[1:], RUN_PL_OPTIONS if backend == "run.pl" else None)
         except UsageError as err:
             raise KocallError(f"{what}: --cmd {cmd!r}: {err}") from None
+    try:   # here, not in each job: a file named like the log folder is one line, not N tracebacks
+        log_pattern.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise KocallError(f"{what}: cannot make the log folder '{log_pattern.parent}' ({err.strerror})") from None
     try:
         code = subprocess.call(full)
     except OSError as err:   # not found, not executable

@@ -15,6 +15,8 @@ import os
 import re
 from pathlib import Path
 
+import click
+
 from kocall.progress import progress_bar
 
 from kocall.datadir import Utterance, write_data_dir
@@ -106,6 +108,7 @@ def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], te
     for name, utts in sets.items():  # all audio checked before anything is written
         check_audio_outside(data / name, utts)
         add_durations(utts, desc=f"durations {name}")
+    warn_overlap_with_train(data, sets)
     with staged_dirs(data, "prepare") as staging:
         for name, utts in sets.items():
             write_data_dir(staging / name, utts)
@@ -113,6 +116,28 @@ def write_prepared(data: str | os.PathLike, sets: dict[str, list[Utterance]], te
         handle.write("".join(f"{name}\n" for name in test_sets))
     with atomic_write(data / "local" / "lm_text.txt") as handle:
         handle.write("".join(f"{line}\n" for line in (lm_lines or [])))
+
+
+def warn_overlap_with_train(data: Path, sets: dict[str, list[Utterance]]) -> list[str]:
+    """One warning line per set that shares utterances with train (the same audio file, or the
+    same transcript and duration: a copy), naming both sets and how many; returns the lines.
+    A dev or test set drawn from train measures memory, not recognition."""
+    def keys(utt: Utterance) -> set:
+        return {("wav", str(Path(utt.wav).resolve()) if "|" not in utt.wav else utt.wav),
+                ("copy", utt.text, round(float(utt.duration or 0.0), 2))}
+
+    train_keys = set().union(*(keys(u) for u in sets["train"]))
+    lines = []
+    for name, utts in sets.items():
+        if name == "train" or not utts:
+            continue
+        shared = sum(1 for u in utts if keys(u) & train_keys)
+        if shared:
+            what = "is identical to" if shared == len(utts) else f"shares {shared} of {len(utts)} utterances with"
+            lines.append(f"warning: set '{name}' ({data / name}) {what} train ({data / 'train'}): its figures "
+                         "would measure memory, not recognition")
+            click.echo(lines[-1], err=True)
+    return lines
 
 
 def read_lm_text(path: str | os.PathLike, punct: str) -> list[str]:
