@@ -64,6 +64,16 @@ def _extend_all(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank,
         _extend_row(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r, n)
 
 
+@njit(cache=True, nogil=True)
+def _extend_serial(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r):
+    for n in range(r.shape[0]):
+        _extend_row(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r, n)
+
+
+# Below this many row-frames a call runs on one thread: starting the parallel pool costs more.
+PARALLEL_MIN_WORK = 200_000
+
+
 @njit(cache=True, parallel=True)
 def _initial_all(log_probs, lens, row_utt, blank, r):
     for n in prange(r.shape[0]):
@@ -103,7 +113,8 @@ def extend(log_probs: np.ndarray, lens: np.ndarray, row_utt: np.ndarray, r_prev:
         raise ValueError(f"units must be within 0..{log_probs.shape[2] - 1}")
     psi = np.empty(r_prev.shape[0], np.float64)
     r = np.empty_like(r_prev)
-    _extend_all(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r)
+    run = _extend_all if r.shape[0] * r.shape[1] >= PARALLEL_MIN_WORK else _extend_serial
+    run(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r)
     return psi, r
 
 

@@ -1,0 +1,400 @@
+"""Decoding modes beside the CTC beam search: attention rescoring and joint CTC/attention search.
+
+Three modes (`MODES`), one per speed/accuracy point:
+
+* `ctc`: the CTC prefix beam search with the n-gram LM (kocall.decode), the fastest;
+* `rescore`: that search's N-best list, each hypothesis scored teacher-forced by an attention
+  decoder (Whisper's, one batch per utterance), the best by
+      ctc score (am + LM + bonus, as the beam search ranks it) + attention_weight x log P_att;
+  the answer is always one of the N-best;
+* `joint`: the attention decoder's own beam search (ESPnet's hybrid CTC/attention decoding),
+  each hypothesis scored by
+      (1 - ctc_weight) x log P_att + ctc_weight x CTC prefix log-prob
+      + lm_weight x LM (ln) + char_bonus x characters [+ hotword bonus]
+  where the CTC prefix log-prob (kocall_kernels.ctc_prefix) is that of the hypothesis's units
+  over every frame, and at the end of sentence the CTC's full probability of them.
+
+Two vocabularies. The decoder proposes Whisper's byte-level BPE tokens; our CTC head, the
+n-gram LM and hotwords work in our units (jamo, char). A hypothesis's tokens are joined into
+bytes, and only its COMPLETE characters are scored (`UnitMapper`): the longest prefix that is
+whole UTF-8 goes through the one normaliser (kocall.text_norm: numbers read out, punctuation
+dropped) and `Tokenizer.encode`; a token ending inside a character (a Hangul syllable is three
+bytes, often split over two tokens) adds nothing until a later token completes it. Because the
+normaliser looks at context (`3` then `3명` reads 삼 then 세 명), the new unit sequence need
+not extend the old one: scoring resumes from the longest common prefix, whose CTC, LM and
+hotword states every hypothesis keeps per unit. Characters the normaliser drops (punctuation,
+Hanja, emoji) are neither scored nor output; a character it keeps that our units cannot spell
+(a Latin letter the training text never had) ends the hypothesis (the CTC head can never say
+it, and a hypothesis must not dodge the CTC score by writing it). The output text is
+`Tokenizer.decode` of the final units, so every mode's hypotheses are scored alike.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kocall.errors import KocallError
+from kocall.text_norm import normalize_text
+
+MODES = ("ctc", "rescore", "joint")
+LN10 = math.log(10.0)
+# Whisper writes a space before the first word; hypotheses are scored as it would write them.
+LEADING_SPACE = " "
+
+
+def check_number(name: str, value: float, low: float, high: float) -> float:
+    """`value` as a float within [low, high]; anything else (nan, inf, out of range) is one line."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise KocallError(f"{name} must be a number in [{low:g}, {high:g}], not {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise KocallError(f"{name} must be a finite number in [{low:g}, {high:g}], not {value!r}")
+    return number
+
+
+def check_count(name: str, value: int, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise KocallError(f"{name} must be a whole number in [{low}, {high}], not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RescoreConfig:
+    attention_weight: float = 1.0   # x the decoder's log-prob, added to the CTC+LM score
+    nbest: int = 16                 # hypotheses of the CTC+LM search rescored
+
+    def __post_init__(self) -> None:
+        check_number("attention weight", self.attention_weight, 0.0, 100.0)
+        check_count("rescore N-best", self.nbest, 1, 1024)
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    ctc_weight: float = 0.3     # lambda: (1 - lambda) x attention + lambda x CTC prefix score
+    lm_weight: float = 0.0      # x the n-gram LM's ln score
+    char_bonus: float = 0.0     # per output character (spaces not counted)
+    beam: int = 8
+    pre_beam: int = 12          # attention candidates per hypothesis that CTC and the LM score
+    max_tokens: int = 200       # decoder tokens per utterance at most (also capped by frames)
+
+    def __post_init__(self) -> None:
+        check_number("CTC weight", self.ctc_weight, 0.0, 1.0)
+        check_number("LM weight", self.lm_weight, 0.0, 100.0)
+        check_number("character bonus", self.char_bonus, -100.0, 100.0)
+        check_count("joint beam", self.beam, 1, 256)
+        check_count("joint pre-beam", self.pre_beam, 1, 4096)
+        check_count("joint max tokens", self.max_tokens, 1, 100000)
+
+
+# ------------------------------------------------------------------ Whisper bytes -> our units
+
+def complete_prefix(data: bytes) -> bytes | None:
+    """The longest prefix of `data` that is whole UTF-8 characters (a character cut at the end
+    waits for the next token); None when `data` holds bytes that no continuation makes UTF-8."""
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError as err:
+        if err.reason == "unexpected end of data" and err.end == len(data):
+            return data[:err.start]
+        return None
+
+
+def _plain_hangul(text: str) -> bool:
+    """Hangul syllables and spaces only: text the normaliser leaves as it is (spaces collapsed)."""
+    return all(ch == " " or "\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+class UnitMapper:
+    """Whisper token bytes -> our unit ids of the complete, normalised characters."""
+
+    def __init__(self, tokenizer: Any, token_bytes: Callable[[int], bytes]) -> None:
+        self.tokenizer = tokenizer
+        self.token_bytes = token_bytes
+        self._cache: dict[bytes, tuple[int, ...] | None] = {}
+
+    def units(self, data: bytes) -> tuple[int, ...] | None:
+        """Units of the complete characters of `data`; None when our units cannot spell them
+        (or the bytes are not UTF-8)."""
+        key = complete_prefix(data)
+        if key is None:
+            return None
+        if key in self._cache:
+            return self._cache[key]
+        text = key.decode("utf-8", errors="ignore")
+        text = " ".join(text.split()) if _plain_hangul(text) else normalize_text(text)
+        hit: tuple[int, ...] | None = tuple(self.tokenizer.encode(text)) if text else ()
+        if hit and self.tokenizer.unk_id in hit:
+            hit = None
+        if len(self._cache) > 200_000:   # a bound on memory over a long run
+            self._cache.clear()
+        self._cache[key] = hit
+        return hit
+
+    def text(self, units: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(units))
+
+
+def count_chars(tokenizer: Any, units: Sequence[int]) -> int:
+    """Output characters of a unit sequence (spaces not counted), the unit of the bonus."""
+    return len(tokenizer.decode(list(units)).replace(" ", ""))
+
+
+# ------------------------------------------------------------------ the decoder side
+
+@dataclass
+class AttentionSide:
+    """What the decoder modes need of an attention model: Whisper's text decoder
+    (kocall.whisper_ctc.decoder.TextDecoder: forward(tokens, audio_features, kv_cache,
+    audio_mask) and reorder_cache), its tokenizer (sot_sequence, eot, encode, token_bytes)
+    and the language of the sot sequence."""
+    decoder: Any
+    tokenizer: Any
+    language: str = "ko"
+
+    @property
+    def sot(self) -> list[int]:
+        return list(self.tokenizer.sot_sequence(language=self.language))
+
+    @property
+    def eot(self) -> int:
+        return int(self.tokenizer.eot)
+
+    def teacher_forced(self, audio_features, texts: Sequence[str]) -> np.ndarray:
+        """log P_att(text + eot) per text, one batch (texts are normalised; scored as Whisper writes
+        them, after a space)."""
+        import torch
+
+        from kocall.whisper_ctc.decoder import token_log_probs
+
+        if not texts:
+            return np.zeros(0)
+        hyps = [self.tokenizer.encode(LEADING_SPACE + t) if t else [] for t in texts]
+        with torch.inference_mode():
+            scores = token_log_probs(self.decoder, audio_features, self.sot, hyps, self.eot)
+        return scores.double().cpu().numpy()
+
+
+# ------------------------------------------------------------------ rescore mode
+
+def rescore_nbest(ctc_scores: Sequence[float], att_scores: Sequence[float], cfg: RescoreConfig) -> int:
+    """Index of the N-best entry with the best combined score (ties: the earlier, i.e. CTC's order)."""
+    combined = [c + cfg.attention_weight * a for c, a in zip(ctc_scores, att_scores)]
+    if not combined:
+        raise KocallError("rescore: an empty N-best list")
+    return max(range(len(combined)), key=lambda i: (combined[i], -i))
+
+
+def rescore_utterance(side: AttentionSide, audio_features, nbest: Sequence[tuple[float, str]],
+                      cfg: RescoreConfig) -> tuple[int, np.ndarray]:
+    """(index of the chosen hypothesis, attention log-probs) for one utterance's N-best
+    [(CTC+LM score, text)], scored in one decoder batch."""
+    att = side.teacher_forced(audio_features, [text for _, text in nbest])
+    return rescore_nbest([score for score, _ in nbest], att, cfg), att
+
+
+# ------------------------------------------------------------------ joint mode
+
+@dataclass
+class _UnitState:
+    """Scores after one more unit of a hypothesis (shared by every hypothesis with that prefix)."""
+    r: np.ndarray        # CTC prefix state (T, 2)
+    psi: float           # CTC prefix log-prob
+    lm_state: int
+    lm10: float          # LM log10, cumulative
+    ctx_state: int
+    ctx: float           # hotword bonus (ln), cumulative
+
+
+@dataclass
+class _Hyp:
+    tokens: list[int]                 # decoder tokens after the sot sequence
+    data: bytes                       # their bytes
+    att: float                        # cumulative attention log-prob
+    units: tuple[int, ...]            # our units scored so far (complete characters)
+    states: tuple[_UnitState, ...]    # states[i]: after units[:i]; len(units) + 1 entries
+    score: float = 0.0
+    ended: bool = False
+
+
+@dataclass
+class JointHypothesis:
+    text: str
+    score: float
+    att: float          # attention log-prob (eot included)
+    ctc: float          # CTC log-prob of the units (the full probability)
+    lm10: float         # LM log10 (`</s>` included; 0 without LM)
+    context_score: float = 0.0
+    tokens: list[int] = field(default_factory=list)
+
+
+class JointScorer:
+    """CTC prefix + LM + hotword scores of unit sequences for one utterance, batched per step."""
+
+    def __init__(self, log_probs: np.ndarray, blank: int, lm_tables=None, context=None, backend: str = "cpu") -> None:
+        if backend == "cuda":
+            from kocall_kernels.ctc_prefix import cuda as prefix_impl
+        else:
+            from kocall_kernels.ctc_prefix import cpu as prefix_impl
+        from kocall_kernels.ctc_prefix import cpu as prefix_cpu
+
+        self.impl = prefix_impl
+        self.lp = np.ascontiguousarray(log_probs[None], dtype=np.float32)
+        self.lens = np.array([log_probs.shape[0]], np.int32)
+        self.blank = blank
+        self.lm = lm_tables
+        self.context = context
+        root_r = prefix_cpu.initial_state(self.lp, self.lens, np.zeros(1, np.int32), blank)[0]
+        self.root = _UnitState(root_r, 0.0, int(lm_tables.bos_state) if lm_tables is not None else 0, 0.0, 0, 0.0)
+
+    def extend_many(self, jobs: list[tuple[tuple[_UnitState, ...], tuple[int, ...], tuple[int, ...]]]
+                    ) -> list[tuple[_UnitState, ...]]:
+        """For each (states of a prefix, its units, new units that extend it from `common`...):
+        the states after every new unit. All jobs' k-th new units go through one kernel call."""
+        out = [list(states) for states, _, _ in jobs]
+        units_of = [list(units) for _, units, _ in jobs]
+        longest = max((len(new) for _, _, new in jobs), default=0)
+        for k in range(longest):
+            rows = [j for j, (_, _, new) in enumerate(jobs) if k < len(new)]
+            prev = [out[j][-1] for j in rows]
+            unit = np.array([jobs[j][2][k] for j in rows], np.int32)
+            last = np.array([units_of[j][-1] if units_of[j] else -1 for j in rows], np.int32)
+            plen = np.array([len(units_of[j]) for j in rows], np.int32)
+            r_prev = np.stack([p.r for p in prev])
+            psi, r = self.impl.extend(self.lp, self.lens, np.zeros(len(rows), np.int32), r_prev, last, plen, unit,
+                                      self.blank)
+            for i, j in enumerate(rows):
+                c = int(unit[i])
+                p = prev[i]
+                lm10, lm_state = (self.lm.score(p.lm_state, c) if self.lm is not None else (0.0, 0))
+                bonus, ctx_state = (self.context.step(p.ctx_state, c) if self.context is not None else (0.0, 0))
+                out[j].append(_UnitState(r[i], float(psi[i]), int(lm_state), p.lm10 + float(lm10), int(ctx_state),
+                                         p.ctx + float(bonus)))
+                units_of[j].append(c)
+        return [tuple(states) for states in out]
+
+    def final(self, state: _UnitState) -> tuple[float, float, float]:
+        """(CTC full log-prob, LM log10 with </s>, hotword bonus after giving back a half-said phrase)."""
+        from kocall_kernels.ctc_prefix.cpu import full_log_prob
+
+        ctc = float(full_log_prob(state.r[None], self.lens, np.zeros(1, np.int32))[0])
+        lm10 = state.lm10 + (float(self.lm.score(state.lm_state, self.lm.eos_id)[0]) if self.lm is not None else 0.0)
+        ctx = state.ctx + (float(self.context.final_bonus(state.ctx_state)) if self.context is not None else 0.0)
+        return ctc, lm10, ctx
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.ndarray, mapper: UnitMapper,
+                           cfg: JointConfig, blank: int = 0, lm_tables=None, context=None, nbest: int = 1,
+                           backend: str = "cpu", audio_mask=None) -> list[JointHypothesis]:
+    """The decoder's beam search over one utterance, scored jointly (module docstring).
+
+    audio_features: (1, T', d) for the decoder; log_probs: (T, V) CTC log-posteriors of the
+    same audio. Returns up to `nbest` ended hypotheses, best first."""
+    import torch
+
+    lam = cfg.ctc_weight
+    alpha = cfg.lm_weight * LN10 if lm_tables is not None else 0.0
+    scorer = JointScorer(log_probs, blank, lm_tables, context, backend)
+    eot = side.eot
+    sot = side.sot
+    n_ctx = int(getattr(side.decoder, "n_ctx", 448))
+    max_tokens = max(1, min(cfg.max_tokens, n_ctx - len(sot), int(log_probs.shape[0]) * 4 + 8))
+    char_count: dict[tuple[int, ...], int] = {}
+
+    def chars(units: tuple[int, ...]) -> int:
+        if units not in char_count:
+            char_count[units] = count_chars(mapper.tokenizer, units)
+        return char_count[units]
+
+    def total(att: float, units: tuple[int, ...], ctc: float, lm10: float, ctx: float) -> float:
+        return (1.0 - lam) * att + lam * ctc + alpha * lm10 + cfg.char_bonus * chars(units) + ctx
+
+    device = audio_features.device
+    cache: dict = {}
+    hyps = [_Hyp([], b"", 0.0, (), (scorer.root,))]
+    ended: list[JointHypothesis] = []
+    with torch.inference_mode():
+        logits = side.decoder(torch.tensor([sot], device=device), audio_features, kv_cache=cache,
+                              audio_mask=audio_mask)[:, -1]
+        for step in range(max_tokens):
+            att = torch.log_softmax(logits[:, : eot + 1].float(), dim=-1).cpu().numpy().astype(np.float64)
+            k = min(cfg.pre_beam, eot + 1)
+            top = np.argpartition(-att, k - 1, axis=1)[:, :k]
+            # candidates: (hyp index, token, new bytes, units)
+            cands = []
+            jobs: dict[tuple[int, tuple[int, ...]], int] = {}
+            job_list = []
+            for h, hyp in enumerate(hyps):
+                for token in top[h]:
+                    token = int(token)
+                    if token == eot:
+                        cands.append((h, token, hyp.data, hyp.units, None))
+                        continue
+                    data = hyp.data + mapper.token_bytes(token)
+                    units = mapper.units(data)
+                    if units is None:
+                        continue
+                    common = _common(hyp.units, units)
+                    key = (h, units)
+                    if common == len(units) == len(hyp.units):
+                        cands.append((h, token, data, units, -1))   # nothing new to score
+                        continue
+                    if key not in jobs:
+                        jobs[key] = len(job_list)
+                        job_list.append((hyp.states[: common + 1], units[:common], units[common:]))
+                    cands.append((h, token, data, units, jobs[key]))
+            extended = scorer.extend_many(job_list) if job_list else []
+            scored = []
+            for h, token, data, units, job in cands:
+                hyp = hyps[h]
+                a = hyp.att + float(att[h, token])
+                if job is None:    # end of sentence: the CTC's full probability of the units
+                    ctc, lm10, ctx = scorer.final(hyp.states[-1])
+                    states = hyp.states
+                else:
+                    states = hyp.states if job < 0 else extended[job]
+                    last = states[-1]
+                    ctc, lm10, ctx = last.psi, last.lm10, last.ctx
+                s = total(a, units, ctc, lm10, ctx)
+                if s == -math.inf or math.isnan(s):
+                    continue
+                scored.append((s, h, token, data, units, states, a, ctc, lm10, ctx))
+            scored.sort(key=lambda c: (-c[0], c[1], c[2]))
+            running, rows = [], []
+            for s, h, token, data, units, states, a, ctc, lm10, ctx in scored[: cfg.beam]:
+                if token == eot:
+                    ended.append(JointHypothesis(mapper.text(units), s, a, ctc, lm10, ctx, hyps[h].tokens))
+                else:
+                    running.append(_Hyp(hyps[h].tokens + [token], data, a, units, states, s))
+                    rows.append(h)
+            # Stop when nothing runs, enough have ended, or no running hypothesis can still win:
+            # without a positive bonus (characters, hotwords) a running score only falls.
+            if not running or len(ended) >= cfg.beam:
+                break
+            if ended and cfg.char_bonus <= 0 and context is None and max(e.score for e in ended) >= max(r.score for r in running):
+                break
+            hyps = running
+            cache = side.decoder.reorder_cache(cache, torch.tensor(rows, dtype=torch.long))
+            if audio_features.size(0) != len(rows):
+                audio_features = audio_features[:1].expand(len(rows), -1, -1)
+            last_tokens = torch.tensor([[h.tokens[-1]] for h in hyps], device=device)
+            logits = side.decoder(last_tokens, audio_features, kv_cache=cache)[:, -1]
+    if not ended:   # ran out of tokens: end the running hypotheses where they are
+        for hyp in hyps:
+            ctc, lm10, ctx = scorer.final(hyp.states[-1])
+            ended.append(JointHypothesis(mapper.text(hyp.units), total(hyp.att, hyp.units, ctc, lm10, ctx), hyp.att,
+                                         ctc, lm10, ctx, hyp.tokens))
+    ended.sort(key=lambda e: -e.score)
+    return ended[:nbest]

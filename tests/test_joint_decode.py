@@ -1,0 +1,211 @@
+"""Decoding modes with an attention decoder (kocall.joint_decode): Whisper bytes -> our units,
+attention rescoring of the CTC N-best, joint CTC/attention beam search on a tiny decoder
+overfitted here on a few utterances, and the refusal of bad weights."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kocall.errors import KocallError  # noqa: E402
+from kocall.joint_decode import (AttentionSide, JointConfig, RescoreConfig, UnitMapper, complete_prefix,  # noqa: E402
+                                 joint_decode_utterance, rescore_utterance)
+from kocall.lang import Tokenizer, jamo_symbols  # noqa: E402
+
+TEXTS = ["명동점 몇 시까지 해요", "주문 취소해 주세요", "배송 조회 부탁해요"]
+
+
+class SyllableTokenizer:
+    """A stand-in for Whisper's byte-level BPE: the 256 bytes, one token per syllable of the
+    texts except those in `SPLIT`, which stay three byte tokens (so some steps end inside a
+    character, as Whisper's do when a syllable is two tokens), then eot and a 3-token sot
+    sequence (text tokens come before eot, as in Whisper's vocabulary)."""
+    SPLIT = "점요취"
+
+    def __init__(self) -> None:
+        syllables = sorted({ch for t in TEXTS for ch in t if ch != " " and ch not in self.SPLIT})
+        self.pieces = {256 + i: ch.encode() for i, ch in enumerate(syllables)}
+        self.ids = {piece: i for i, piece in self.pieces.items()}
+        self.eot = 256 + len(syllables)
+        self.n_vocab = self.eot + 4
+
+    def sot_sequence(self, language: str = "ko") -> list[int]:
+        return [self.eot + 1, self.eot + 2, self.eot + 3]
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        for ch in text:
+            piece = ch.encode()
+            out += [self.ids[piece]] if piece in self.ids else list(piece)
+        return out
+
+    def token_bytes(self, token: int) -> bytes:
+        return bytes([token]) if token < 256 else self.pieces.get(token, b"")
+
+
+@pytest.fixture(scope="module")
+def ours() -> Tokenizer:
+    return Tokenizer(jamo_symbols(TEXTS))
+
+
+def peaked_ctc(units: list[int], V: int, seed: int, confusion: dict[int, int] | None = None) -> np.ndarray:
+    """(T, V) CTC log-posteriors where `units` (each unit two frames then a blank) is likely;
+    with `confusion`, a unit u is given to its replacement at nearly even odds."""
+    rng = np.random.default_rng(seed)
+    path = [x for u in units for x in (u, u, 0)] + [0]
+    x = rng.standard_normal((len(path), V)) * 0.5
+    for t, u in enumerate(path):
+        x[t, u] += 6.0
+        if confusion and u in confusion:
+            x[t, confusion[u]] += 5.9
+    return (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def overfitted():
+    """A 2-layer Whisper text decoder trained here until it reproduces each text from its own
+    random 'audio features' (a few hundred Adam steps, seconds on a CPU)."""
+    from kocall.whisper_ctc.decoder import TextDecoder
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # a tiny model: more threads only contend on a busy CPU
+    tok = SyllableTokenizer()
+    dims = {"n_vocab": tok.n_vocab, "n_text_ctx": 80, "n_text_state": 48, "n_text_head": 4, "n_text_layer": 2}
+    decoder = TextDecoder(dims)
+    feats = [torch.randn(1, 12 + 3 * i, 48) for i in range(len(TEXTS))]
+    rows = [tok.sot_sequence() + tok.encode(" " + t) + [tok.eot] for t in TEXTS]
+    opt = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = 0.0
+        for f, row in zip(feats, rows):
+            x = torch.tensor([row])
+            logits = decoder(x[:, :-1], f)
+            loss = loss + torch.nn.functional.cross_entropy(logits[0, 2:], x[0, 3:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    decoder.eval()
+    torch.set_num_threads(threads)
+    assert loss.item() / len(TEXTS) < 0.05, loss.item()
+    return AttentionSide(decoder, tok), feats
+
+
+def test_complete_prefix_waits_for_a_cut_character():
+    data = "가나".encode()
+    assert complete_prefix(data[:2]) == b""
+    assert complete_prefix(data[:4]) == "가".encode()
+    assert complete_prefix(data) == data
+    assert complete_prefix(b"\xff") is None                 # never UTF-8, whatever follows
+    assert complete_prefix(b"\xea\x41") is None
+
+
+def test_unit_mapper_scores_complete_normalised_characters(ours):
+    mapper = UnitMapper(ours, SyllableTokenizer().token_bytes)
+    full = " 명동점".encode()
+    assert mapper.units(full[:3]) == tuple(ours.encode("명"))[:0] + ()    # space + 2 bytes of 명
+    assert mapper.units(full[:4]) == tuple(ours.encode("명"))
+    assert mapper.units(full) == tuple(ours.encode("명동점"))
+    # the normaliser reads numbers in context: 3 -> 삼, 3명 -> 세 명 (no longer a prefix)
+    assert mapper.text(mapper.units("3".encode())) == "삼"
+    assert mapper.text(mapper.units("3명".encode())) == "세 명"
+    assert mapper.units("명동점!?".encode()) == tuple(ours.encode("명동점"))  # punctuation: nothing
+    assert mapper.units("명 Q".encode()) is None            # a letter the units cannot spell
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1, 1.5, "x"])
+def test_bad_ctc_weight_is_one_line(bad):
+    with pytest.raises(KocallError) as err:
+        JointConfig(ctc_weight=bad)
+    assert "CTC weight" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field,bad", [("lm_weight", float("inf")), ("lm_weight", -1.0), ("char_bonus", float("nan")),
+                                       ("beam", 0), ("pre_beam", 2.5), ("max_tokens", True)])
+def test_bad_joint_options_are_refused(field, bad):
+    with pytest.raises(KocallError):
+        JointConfig(**{field: bad})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -1.0, 1e9])
+def test_bad_attention_weight_is_refused(bad):
+    with pytest.raises(KocallError, match="attention weight"):
+        RescoreConfig(attention_weight=bad)
+
+
+def test_teacher_forced_scores_prefer_the_trained_text(overfitted):
+    side, feats = overfitted
+    scores = side.teacher_forced(feats[0], TEXTS)
+    assert int(np.argmax(scores)) == 0 and scores[0] > -1.0
+
+
+@pytest.mark.parametrize("index", range(len(TEXTS)))
+def test_joint_decoding_gives_the_exact_transcripts(overfitted, ours, index):
+    side, feats = overfitted
+    mapper = UnitMapper(ours, side.tokenizer.token_bytes)
+    lp = peaked_ctc(ours.encode(TEXTS[index]), len(ours), seed=index)
+    hyps = joint_decode_utterance(side, feats[index], lp, mapper, JointConfig(ctc_weight=0.3, beam=4, pre_beam=6),
+                                  blank=0, nbest=4)
+    assert hyps[0].text == TEXTS[index]
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    # the parts add up: (1 - 0.3) attention + 0.3 CTC, and the CTC part is the full probability
+    from kocall_kernels.ctc_prefix.reference import prefix_log_prob
+
+    best = hyps[0]
+    assert best.score == pytest.approx(0.7 * best.att + 0.3 * best.ctc, abs=1e-6)
+    assert best.ctc == pytest.approx(prefix_log_prob(lp, ours.encode(TEXTS[index]))[1], abs=1e-4)
+
+
+def test_ctc_decides_where_the_decoder_is_unsure(overfitted, ours):
+    """Audio features that match none of the texts (zeros): attention alone gives the same
+    text whatever the CTC posteriors say; jointly, each utterance's CTC picks its own text."""
+    side, feats = overfitted
+    mapper = UnitMapper(ours, side.tokenizer.token_bytes)
+    unsure = torch.zeros(1, 12, 48)
+    att_only = set()
+    for index, text in enumerate(TEXTS):
+        lp = peaked_ctc(ours.encode(text), len(ours), seed=20 + index)
+        att_only.add(joint_decode_utterance(side, unsure, lp, mapper, JointConfig(ctc_weight=0.0, beam=4))[0].text)
+        joint = joint_decode_utterance(side, unsure, lp, mapper, JointConfig(ctc_weight=0.5, beam=4))
+        assert joint[0].text == text
+    assert len(att_only) == 1
+
+
+def test_hotwords_score_on_the_unit_side(overfitted, ours):
+    """A list holding a phrase of the transcript: the same words, and the phrase's bonus (laid
+    out over our units, kocall.hotwords) added to the score; a phrase not said earns nothing."""
+    from kocall.hotwords import unit_bonuses
+    from kocall_kernels.ctc_decoder.context_graph import ContextGraph
+
+    side, feats = overfitted
+    mapper = UnitMapper(ours, side.tokenizer.token_bytes)
+    text = TEXTS[0]
+    lp = peaked_ctc(ours.encode(text), len(ours), seed=3)
+    said, unsaid = ours.encode("시까지"), ours.encode("배송")
+    graph = ContextGraph.build([(said, unit_bonuses(4.5, len(said))), (unsaid, unit_bonuses(3.0, len(unsaid)))],
+                               len(ours))
+    cfg = JointConfig(ctc_weight=0.5, beam=4, pre_beam=8)
+    plain = joint_decode_utterance(side, feats[0], lp, mapper, cfg)[0]
+    biased = joint_decode_utterance(side, feats[0], lp, mapper, cfg, context=graph)[0]
+    assert plain.text == biased.text == text
+    assert plain.context_score == 0.0
+    assert biased.context_score == pytest.approx(4.5)
+    assert biased.score == pytest.approx(plain.score + 4.5, abs=1e-6)
+
+
+def test_rescore_never_leaves_the_nbest(overfitted):
+    """An N-best whose CTC+LM order puts the reference third: rescored at any weight the answer
+    is one of its entries; at weight 0 CTC's first; with the decoder's weight the reference."""
+    side, feats = overfitted
+    texts = ["배송 조회 부탁해", "배송 주회 부탁해요", TEXTS[2], "배성 조회 부탁해요", "배송 조회"]
+    nbest = [(-10.0 - 0.5 * i, t) for i, t in enumerate(texts)]
+    for weight in (0.0, 0.05, 0.5, 1.0, 3.0, 50.0):
+        chosen, att = rescore_utterance(side, feats[2], nbest, RescoreConfig(attention_weight=weight))
+        assert 0 <= chosen < len(nbest) and len(att) == len(nbest)
+        assert chosen == (0 if weight == 0.0 else int(np.argmax([c + weight * a for (c, _), a in zip(nbest, att)])))
+    assert int(np.argmax(att)) == 2
+    assert texts[rescore_utterance(side, feats[2], nbest, RescoreConfig(attention_weight=1.0))[0]] == TEXTS[2]
+    assert math.isfinite(float(att.max()))
