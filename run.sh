@@ -89,6 +89,9 @@ fbank_conf=$(sed -n 's/^fbank:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$model_con
 frontend=$(basename "$fbank_conf" .yaml)
 if [ "$frontend" = fbank ]; then fdata=$data; else fdata=$data/$frontend; fi
 test_sets() { cat "$data/test_sets"; }
+# dev_* sets (the synthetic dev_hotwords) are extra dev sets: featurised, decoded (the hotword
+# settings are tuned on one with a list) and scored, never reported as test sets.
+dev_sets() { local d; for d in "$data"/dev_*/; do [ -f "$d/wav.scp" ] && basename "$d"; done; return 0; }
 stage_lock "$data" "$exp"   # a second run on the same --data/--exp stops with a message
 
 # Stage 0: data preparation.
@@ -124,8 +127,8 @@ if in_stage 1 "log-mel features ($frontend)"; then
   # The features do not depend on the device (the CUDA kernel equals the CPU twin within 1e-4),
   # so --device is not part of the hash.
   if stage_begin "$data/.done/feats_$frontend" "$data/.done/prep" "$fbank_conf" steps/make_fbank.sh \
-       $(for x in train dev $(test_sets); do echo "$data/$x/wav.scp"; done); then
-    for x in train dev $(test_sets); do
+       $(for x in train dev $(dev_sets) $(test_sets); do echo "$data/$x/wav.scp"; done); then
+    for x in train dev $(dev_sets) $(test_sets); do
       [ "$fdata" = "$data" ] || utils/copy_data_dir.sh "$data/$x" "$fdata/$x"
       steps/make_fbank.sh --nj "$nj" --cmd "$cmd" --device "$device" --config "$fbank_conf" "$fdata/$x"
     done
@@ -173,7 +176,8 @@ if in_stage 4 "train $model_name on $device"; then
 fi
 
 # Stage 5: decoding: greedy, and CTC prefix beam search with the n-gram LM (kernels/kocall_kernels/ctc_decoder);
-#   LM weight and bonus are grid-searched on dev and applied to the test sets.
+#   LM weight and bonus are grid-searched on dev and applied to the test sets; the hotword
+#   settings (conf/decode.yaml hotword_grid) on dev_hotwords when the corpus has it.
 #   in:  $amdir/final, $lang/lm/lm.arpa, $data/{dev,<test sets>}
 #   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json,
 #        and with hotwords (--hotwords, or $data/<set>/hotwords) $amdir/decode_<set>_beam_hotwords/hyp.txt
@@ -182,7 +186,7 @@ if in_stage 5 "decoding"; then
        "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
        ${hotwords:+"hotwords=$hotwords"}; then
     steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --config conf/decode.yaml --hotwords "$hotwords" \
-      "$amdir" "$lang" "$fdata" dev $(test_sets)
+      "$amdir" "$lang" "$fdata" dev $(dev_sets) $(test_sets)
     stage_end
   fi
 fi
@@ -193,8 +197,8 @@ fi
 #   out: $amdir/decode_*/{score.json,score.txt,align.txt}, $amdir/RESULTS.md
 if in_stage 6 "scoring"; then
   if stage_begin "$exp/.done/$(basename "$amdir").score" "$exp/.done/$(basename "$amdir").decode" \
-       steps/score.sh $(for x in dev $(test_sets); do echo "$data/$x/text"; done) -- "punct=$punct"; then
-    steps/score.sh "$amdir" "$fdata" dev $(test_sets)
+       steps/score.sh $(for x in dev $(dev_sets) $(test_sets); do echo "$data/$x/text"; done) -- "punct=$punct"; then
+    steps/score.sh "$amdir" "$fdata" dev $(dev_sets) $(test_sets)
     stage_end
   fi
 fi

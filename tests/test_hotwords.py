@@ -303,3 +303,37 @@ def test_no_occurrences_reads_as_no_recall() -> None:
     counts = hotword_counts({"u1": "네"}, {"u1": "명동점"}, ["명동점"])
     assert (counts.occurrences, counts.false_alarms) == (0, 1)
     assert counts.summary() == "hotword recall - (0/0) | false alarms 1 | phrases 1"
+
+
+def test_stage_tunes_the_hotword_settings_on_a_hotword_dev_set(setup, char_model, tmp_path: Path) -> None:  # noqa: F811
+    """With a dev_* set holding a list, the hotword_grid point with the lowest CER there is used
+    for every list (the config's own weight would not win the phrase), in one process and as jobs."""
+    tok = char_model["tokenizer"]
+    amdir, lang, data = stage_layout(tmp_path, char_model["model"], char_model["lm"])
+    conf = tmp_path / "decode.yaml"
+    conf.write_text(yaml.safe_dump({"beam": 3, "hotword_weight": 0.01, "hotword_lm_compensation": 0.0,
+                                    "hotword_grid": {"hotword_weight": [0.01, 2.0], "hotword_lm_compensation": [0.0]},
+                                    "grid": {"beam": 3, "lm_weight": [0.5], "word_bonus": [0.5]}}))
+    cfg = DecoderConfig(beam=3, token_topk=TOPK, token_min_logp=MIN_LOGP, lm_weight=0.5, word_bonus=0.5)
+    utt, piece, _, plain, biased = winning_hotword(setup, tok, cfg, char_model["tables"], 2.0)
+    refs = biased   # what the speakers said: the biased search gets all of it right
+    wavs = setup["wavs"]
+    for name in ("dev", "dev_hw", "test"):
+        write_data_dir(data / name, [Utterance(u, "spk", str(wavs[u]), refs[u] or "가", None) for u in sorted(UTTS)])
+    for name in ("dev_hw", "test"):
+        (data / name / "hotwords").write_text(f"{piece}\n타파\n", encoding="utf-8")
+
+    stage.main(["--config", str(conf), str(amdir), str(lang), str(data), "dev", "dev_hw", "test"])
+    chosen = json.loads((amdir / "decode_dev_hw_beam_hotwords" / "best_hotword_weights.json").read_text())
+    assert (chosen["hotword_weight"], chosen["set"]) == (2.0, "dev_hw") and len(chosen["trials"]) == 2
+    assert chosen["trials"][0]["cer"] > chosen["trials"][1]["cer"]
+    info = json.loads((amdir / "decode_test_beam_hotwords" / "decode_info.json").read_text())
+    assert info["hotword_weight"] == 2.0
+    assert read_kaldi_text(amdir / "decode_test_beam_hotwords" / "hyp.txt") == biased
+    jobs = tmp_path / "jobs"
+    shutil.copytree(amdir / "final", jobs / "final")
+    stage.main(["--config", str(conf), "--nj", "2", "--cmd", str(REPO / "utils" / "run.pl"), str(jobs),
+                str(lang), str(data), "dev", "dev_hw", "test"])
+    for name in ("decode_test_beam_hotwords/hyp.txt", "decode_test_beam_hotwords/decode_info.json",
+                 "decode_dev_hw_beam_hotwords/best_hotword_weights.json"):
+        assert (jobs / name).read_bytes() == (amdir / name).read_bytes(), name

@@ -46,3 +46,23 @@ def test_names_are_new_said_and_spelt_with_training_syllables(plans):
     assert set(in_split) <= names and len(in_split) >= 10 and distractors  # (the full corpus: 36 and 13)
     # every sentence of the split names at least one listed phrase
     assert all(any(p in text for p in in_split) for text in said)
+
+
+def test_dev_hotwords_has_its_own_names_dev_voices_and_leaves_test_hotwords_as_it_was():
+    from kocall.synth.generate import HOTWORD_DEV_SPLIT
+
+    cfg = SynthConfig(train_hours=0.4, dev_minutes=3, test_minutes=3, lm_sentences=3000, hotword_minutes=3,
+                      hotword_dev_minutes=2)
+    with_dev, without_dev = plan_corpus(cfg), plan_corpus(dataclasses.replace(cfg, hotword_dev_minutes=0))
+    assert [(j.utt_id, j.split, j.text, j.speaker) for j in with_dev.jobs if j.split != HOTWORD_DEV_SPLIT] == \
+        [(j.utt_id, j.split, j.text, j.speaker) for j in without_dev.jobs]
+    assert with_dev.hotwords == without_dev.hotwords and not without_dev.dev_hotwords
+    dev_said = [squeeze(j.text) for j in with_dev.jobs if j.split == HOTWORD_DEV_SPLIT]
+    test_said = [squeeze(j.text) for j in with_dev.jobs if j.split == HOTWORD_SPLIT]
+    assert len(dev_said) > 10 and len(with_dev.dev_hotwords) >= 4   # (the full corpus: 23)
+    assert not set(with_dev.dev_hotwords) & set(with_dev.hotwords)           # disjoint lists
+    assert not any(p in text for p in with_dev.dev_hotwords for text in test_said)   # never said in the test split
+    assert not any(p in text for p in with_dev.hotwords for text in dev_said)
+    dev_voices = {s.speaker_id for s in with_dev.speakers["dev"]}
+    assert {j.speaker.speaker_id for j in with_dev.jobs if j.split == HOTWORD_DEV_SPLIT} <= dev_voices
+    assert all(any(p in text for p in with_dev.dev_hotwords) for text in dev_said)

@@ -26,7 +26,7 @@ cd "$KOCALL_ROOT" 2>/dev/null || true
 command -v espeak-ng >/dev/null || { echo "$0: espeak-ng is not installed (apt-get install espeak-ng)" >&2; exit 1; }
 
 # The corpus does not depend on --nj (one random stream per utterance), so nj is not hashed.
-src="$KOCALL_ROOT/recipes"
+src="$KOCALL_ROOT/recipes/kocall"
 digest=$(kocall stamp hash --text "seed=$seed" --text "hours=$hours" \
   "$config" "$src/synth" "$src/telephone.py" "$src/korean_numbers.py")
 if [ "$force" != true ] && [ -f "$root/.done" ] && [ "$(cat "$root/.done")" = "$digest" ]; then

@@ -196,7 +196,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
     if path.is_symlink() or not path.is_dir():
         raise DataError(f"output '{path}' exists and is not a folder kocall wrote; choose another output "
                         "or remove it yourself (nothing was written)")
-    if (path / OUTPUT_MARK).is_file():
+    if (path / OUTPUT_MARK).is_file() or (path / ".done").is_file():   # .done: a corpus kocall synth wrote earlier
         return
     try:
         entries = sorted(entry.name for entry in path.iterdir())

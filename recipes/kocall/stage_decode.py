@@ -12,8 +12,13 @@ to AMDIR/decode_<set>_beam/hyp.txt. Each decode dir gets decode_info.json
 Hotwords: every set with a list (`--hotwords FILE` for every set, else DATA/<set>/hotwords,
 as the synthetic test_hotwords has) is also decoded with the chosen weights and the list's
 contextual biasing (kocall.hotwords), to AMDIR/decode_<set>_beam_hotwords/; its
-decode_info.json adds the list, `hotword_weight` and `hotword_lm_compensation`
-(conf/decode.yaml), so that scoring reports hotword recall and false alarms beside CRR.
+decode_info.json adds the list, `hotword_weight` and `hotword_lm_compensation`, so that
+scoring reports hotword recall and false alarms beside CRR. Those two settings are tuned on
+a hotword dev set when the sets hold one (a set named dev_* with a list, as the synthetic
+dev_hotwords): every point of conf/decode.yaml `hotword_grid` decodes it with its list, the
+lowest CER wins (ties: the smaller weight, then compensation), written with every trial to
+AMDIR/decode_<set>_beam_hotwords/best_hotword_weights.json and used for every list. Without
+one, the config's `hotword_weight` and `hotword_lm_compensation` are used as they are.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ def load_decode_conf(path: str | Path) -> dict:
 
 
 # decode.yaml key -> its row of kocall.options.BOUNDS (every numeric value is bounded)
+HOTWORD_GRID_KEYS = ("hotword_weight", "hotword_lm_compensation")
 CONF_BOUNDS = {"beam": "beam", "token_topk": "token_topk", "token_min_logp": "token_min_logp",
                "batch_size": "batch_size", "hotword_weight": "hotword_weight",
                "hotword_lm_compensation": "hotword_lm_compensation"}
@@ -75,6 +81,17 @@ def check_decode_conf(conf: dict, path: str | Path) -> None:
             raise DataError(f"file '{path}': grid.{key} must list 1 to 100 values")
         for value in values:
             check_bound(key, value, f"file '{path}': grid.{key}")
+    hotword_grid = conf.get("hotword_grid")
+    if hotword_grid is not None:
+        if not isinstance(hotword_grid, dict) or set(hotword_grid) != set(HOTWORD_GRID_KEYS):
+            raise DataError(f"file '{path}': hotword_grid must map {' and '.join(HOTWORD_GRID_KEYS)} to lists")
+        for key in HOTWORD_GRID_KEYS:
+            values = hotword_grid[key] if isinstance(hotword_grid[key], list) else [hotword_grid[key]]
+            if not values or len(values) > 20:
+                raise DataError(f"file '{path}': hotword_grid.{key} must list 1 to 20 values")
+            for value in values:
+                if check_bound(key, value, f"file '{path}': hotword_grid.{key}") <= 0 and key == "hotword_weight":
+                    raise DataError(f"file '{path}': hotword_grid.hotword_weight values must be above 0")
 
 
 def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, nj: int = 1,
@@ -109,6 +126,11 @@ def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str
             raise DataError(f"hotwords file '{hotwords}' is missing")
         return {name: Path(hotwords) for name in sets}
     return {name: data / name / HOTWORDS_FILE for name in sets if (data / name / HOTWORDS_FILE).is_file()}
+
+
+def hotword_dev_set(sets: list[str], lists: dict[str, Path]) -> str | None:
+    """The set the hotword settings are tuned on: the first dev_* set (after dev) with a list."""
+    return next((name for name in sets[1:] if name.startswith("dev_") and name in lists), None)
 
 
 def write_decode(dirname: Path, ids: list[str], texts: list[str], info: dict) -> None:
@@ -247,18 +269,71 @@ class StageDecoder:
         return {path: compile_hotwords(path, self.tokenizer, self.hotword_weight).num_phrases
                 for path in sorted(set(lists.values()))}
 
-    def hotword_graphs(self, lists: dict[str, Path], cfg: DecoderConfig) -> dict[Path, Any]:
-        """{list: its context graph} for the chosen LM weight."""
-        return {path: compile_hotwords(path, self.tokenizer, self.hotword_weight, self.tables,
-                                       cfg.lm_weight * math.log(10), self.hotword_compensation)
+    def hotword_graphs(self, lists: dict[str, Path], cfg: DecoderConfig,
+                       settings: tuple[float, float] | None = None) -> dict[Path, Any]:
+        """{list: its context graph} for the chosen LM weight and hotword `settings` (weight,
+        LM compensation; default the config's)."""
+        weight, compensation = settings or (self.hotword_weight, self.hotword_compensation)
+        return {path: compile_hotwords(path, self.tokenizer, weight, self.tables, cfg.lm_weight * math.log(10),
+                                       compensation)
                 for path in sorted(set(lists.values()))}
 
-    def write_hotwords(self, name: str, hyps: dict[str, str], cfg: DecoderConfig, path: Path, phrases: int) -> None:
+    def hotword_grid(self) -> list[tuple[float, float]]:
+        """(weight, LM compensation) points tried on a hotword dev set, in the config's order."""
+        grid = self.conf.get("hotword_grid")
+        if not grid:
+            return [(self.hotword_weight, self.hotword_compensation)]
+        as_list = lambda v: v if isinstance(v, list) else [v]  # noqa: E731
+        return [(float(w), float(c)) for w in as_list(grid["hotword_weight"])
+                for c in as_list(grid["hotword_lm_compensation"])]
+
+    def grid_hotword_texts(self, rows: list[np.ndarray], cfg: DecoderConfig, path: Path) -> list[list[str]]:
+        """The hotword dev set's texts at every hotword_grid point (its list `path`)."""
+        return [self.texts(rows, cfg, self.hotword_graphs({"_": path}, cfg, point)[path])
+                for point in self.hotword_grid()]
+
+    def choose_hotword_settings(self, name: str, data: Path, path: Path, point_hyps: list[dict[str, str]]
+                                ) -> tuple[float, float]:
+        """The hotword_grid point with the lowest CER on the hotword dev set `name` (ties: the
+        smaller weight, then compensation), written with every trial beside its decode."""
+        from kocall.hotwords import hotword_counts, read_hotwords
+        from kocall.scoring import score_texts
+
+        refs_all = load_data_dir(data / name).text
+        phrases = [hw.phrase for hw in read_hotwords(path)]
+        trials = []
+        for (weight, compensation), hyps in zip(self.hotword_grid(), point_hyps):
+            refs = {u: t for u, t in refs_all.items() if u in hyps}
+            counts = hotword_counts(refs, hyps, phrases)
+            trials.append({"hotword_weight": weight, "hotword_lm_compensation": compensation,
+                           "cer": score_texts(refs, hyps).cer,
+                           "recall": round(counts.recall, 2) if counts.occurrences else None,
+                           "false_alarms": counts.false_alarms})
+            log.info("hotword grid %s: weight %.2f compensation %.2f -> CER %.2f, %s", name, weight, compensation,
+                     trials[-1]["cer"], counts.summary())
+        best = min(trials, key=lambda r: (r["cer"], r["hotword_weight"], r["hotword_lm_compensation"]))
+        with atomic_write(self.amdir / f"decode_{name}_beam_hotwords" / "best_hotword_weights.json") as handle:
+            handle.write(json.dumps({**best, "set": name, "hotwords": str(path), "trials": trials}, indent=1) + "\n")
+        return best["hotword_weight"], best["hotword_lm_compensation"]
+
+    def hotword_settings(self, hotword_dev: str | None) -> tuple[float, float]:
+        """What choose_hotword_settings wrote for `hotword_dev`; the config's without one."""
+        if hotword_dev is None:
+            return self.hotword_weight, self.hotword_compensation
+        path = self.amdir / f"decode_{hotword_dev}_beam_hotwords" / "best_hotword_weights.json"
+        if not path.is_file():
+            raise DataError(f"file '{path}' is missing: run the hotword settings search first")
+        best = json.loads(path.read_text(encoding="utf-8"))
+        return float(best["hotword_weight"]), float(best["hotword_lm_compensation"])
+
+    def write_hotwords(self, name: str, hyps: dict[str, str], cfg: DecoderConfig, path: Path, phrases: int,
+                       settings: tuple[float, float] | None = None) -> None:
+        weight, compensation = settings or (self.hotword_weight, self.hotword_compensation)
         write_decode(self.amdir / f"decode_{name}_beam_hotwords", list(hyps), list(hyps.values()),
                      {"decoder": "beam_hotwords", "beam": cfg.beam, "lm": str(self.lm_path), "lm_weight": cfg.lm_weight,
                       "word_bonus": cfg.word_bonus, "bonus_unit": self.conf.get("bonus_unit", "token"),
-                      "hotwords": str(path), "hotword_weight": self.hotword_weight,
-                      "hotword_lm_compensation": self.hotword_compensation, "hotword_phrases": phrases})
+                      "hotwords": str(path), "hotword_weight": weight,
+                      "hotword_lm_compensation": compensation, "hotword_phrases": phrases})
         log.info("%s: beam + LM + hotwords (%s, %d phrases) done", name, path, phrases)
 
     def choose_weights(self, dev: str, data: Path, grid_hyps: list[dict[str, str]]) -> dict:
@@ -299,19 +374,28 @@ def run_stage(amdir: Path, lang: Path, data: Path, sets: list[str], device: str,
         ids, rows = posteriors[name]
         dec.write_beam(name, dict(zip(ids, dec.texts(rows, cfg))), cfg)
         log.info("%s: beam + LM done", name)
-    graphs = dec.hotword_graphs(lists, cfg)
+    settings = None
+    tuning = hotword_dev_set(sets, lists)
+    if tuning is not None:
+        ids, rows = posteriors[tuning]
+        point_texts = dec.grid_hotword_texts(rows, cfg, lists[tuning])
+        settings = dec.choose_hotword_settings(tuning, data, lists[tuning], [dict(zip(ids, t)) for t in point_texts])
+    graphs = dec.hotword_graphs(lists, cfg, settings)
     for name, path in lists.items():
         ids, rows = posteriors[name]
-        dec.write_hotwords(name, dict(zip(ids, dec.texts(rows, cfg, graphs[path]))), cfg, path, phrases[path])
+        dec.write_hotwords(name, dict(zip(ids, dec.texts(rows, cfg, graphs[path]))), cfg, path, phrases[path],
+                           settings)
     return best
 
 
 # ------------------------------------------------------------------ the stage as --nj jobs (--cmd)
 # Round "grid": job J decodes its part of dev at every grid point; the stage then picks the
-# weights. Round "final": job J decodes its part of every set, greedy and with those weights
+# weights. Round "hotword_grid" (only with a hotword dev set): job J decodes its part of that
+# set at every hotword_grid point; the stage picks the hotword settings. Round "final": job J
+# decodes its part of every set, greedy and with those weights
 # (and with its hotwords list where it has one); the stage then writes each hyp.txt. Jobs write JSON under AMDIR/.decode_jobs (removed after);
 # the outputs equal run_stage's byte for byte.
-ROUNDS = ("grid", "final")
+ROUNDS = ("grid", "hotword_grid", "final")
 
 
 def _job_file(amdir: Path, round_name: str, job: int) -> Path:
@@ -324,10 +408,18 @@ def run_job(round_name: str, job: int, nj: int, amdir: Path, lang: Path, data: P
     if round_name == "grid":
         ids, rows = dec.log_probs(data / sets[0], nj, job)
         out: dict = {"ids": ids, "grid": [dec.texts(rows, cfg) for *_, cfg in dec.grid()]}
+    elif round_name == "hotword_grid":
+        cfg = dec.best_config(dec.chosen_weights(sets[0]))
+        lists = hotword_lists(data, sets, hotwords)
+        tuning = hotword_dev_set(sets, lists)
+        if tuning is None:
+            raise KocallError("--round hotword_grid: the sets hold no dev_* set with a hotwords list")
+        ids, rows = dec.log_probs(data / tuning, nj, job)
+        out = {"ids": ids, "grid": dec.grid_hotword_texts(rows, cfg, lists[tuning])}
     else:
         cfg = dec.best_config(dec.chosen_weights(sets[0]))
         lists = hotword_lists(data, sets, hotwords)
-        graphs = dec.hotword_graphs(lists, cfg)
+        graphs = dec.hotword_graphs(lists, cfg, dec.hotword_settings(hotword_dev_set(sets, lists)))
         out = {}
         for name in sets:
             ids, rows = dec.log_probs(data / name, nj, job)
@@ -377,6 +469,15 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
         grid_hyps = [{u: t for out in grid_outputs for u, t in zip(out["ids"], out["grid"][point])}
                      for point in range(len(dec.grid()))]
         best = dec.choose_weights(sets[0], data, grid_hyps)
+        settings = None
+        tuning = hotword_dev_set(sets, lists)
+        if tuning is not None:
+            dispatch(cmd, nj, amdir / "log" / "decode_hotword_grid.JOB.log", argv + ["--round", "hotword_grid", *tail],
+                     "decode (hotword grid)")
+            outputs = _job_outputs(amdir, "hotword_grid", nj)
+            point_hyps = [{u: t for out in outputs for u, t in zip(out["ids"], out["grid"][point])}
+                          for point in range(len(dec.hotword_grid()))]
+            settings = dec.choose_hotword_settings(tuning, data, lists[tuning], point_hyps)
         dispatch(cmd, nj, amdir / "log" / "decode_final.JOB.log", argv + ["--round", "final", *tail], "decode")
         final_outputs = _job_outputs(amdir, "final", nj)
         cfg = dec.best_config(best)
@@ -387,7 +488,7 @@ def run_stage_jobs(cmd: str, nj: int, amdir: Path, lang: Path, data: Path, sets:
         for name, path in lists.items():
             parts = [out[name] for out in final_outputs]
             dec.write_hotwords(name, {u: t for p in parts for u, t in zip(p["ids"], p["hotwords"])}, cfg, path,
-                               phrases[path])
+                               phrases[path], settings)
         return best
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -73,7 +73,9 @@ def hackathon_cmd(corpus_dir: str, label_file: str | None, out: str, punct: str,
     sets = read_hackathon(corpus_dir, label_file or None, punct)
     lm_file = Path(corpus_dir) / "lm_text.txt"
     lm_lines = read_lm_text(lm_file, punct) if lm_file.is_file() else []
-    finish(out, sets, _test_order([s for s in sets if s not in ("train", "dev")]), seed, dev_fraction, lm_lines,
+    # dev_* splits (the synthetic dev_hotwords) are extra dev sets: prepared, never listed as test sets
+    test_sets = [s for s in sets if s not in ("train", "dev") and not s.startswith("dev_")]
+    finish(out, sets, _test_order(test_sets), seed, dev_fraction, lm_lines,
            {"corpus": corpus_dir, "--label-file": label_file})
     from kocall.hotwords import HOTWORDS_FILE, copy_hotwords
 

@@ -17,7 +17,7 @@ Utterance ids are `<speaker>-<split>_<wav name>` (`<split>_<wav name>` without s
 that they sort by speaker as Kaldi wants.
 
 The real hackathon ships only `train`: a dev set is then held out by speaker
-(kocall.corpora.splits). Splits other than train and dev are test sets.
+(kocall.corpora.splits). Splits other than train, dev and dev_* (extra dev sets) are test sets.
 """
 from __future__ import annotations
 

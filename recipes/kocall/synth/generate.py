@@ -21,7 +21,9 @@ A fourth split, `test_hotwords`, names new branches, menu items and products
 test voices; `ROOT/test_hotwords/hotwords` lists those names and distractor names that never
 occur (one phrase per line: a decoder's contextual-biasing list). It is planned after
 everything else, so train, dev, test, the LM text and hackathon.labels are the same as
-without it.
+without it. A fifth, `dev_hotwords`, is its dev twin for tuning the hotword settings: other
+new names (none of test_hotwords' names or distractors), spoken by the dev voices, with its
+own list; planned last, so test_hotwords is the same as without it.
 
 The number of utterances per split comes from a duration *estimate* per sentence and
 speaker (syllables x seconds per syllable at the speaker's rate), so the split sizes are
@@ -43,15 +45,16 @@ import yaml
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_dir, atomic_write
-from kocall.synth.grammar import (HOTWORD_SLOT_NAMES, HOTWORD_TEMPLATES, SentenceGenerator, fill,
-                                  hotword_slots)
+from kocall.synth.grammar import (DEV_HOTWORD_EXTRA_NAMES, HOTWORD_SLOT_NAMES, HOTWORD_TEMPLATES,
+                                  SentenceGenerator, fill, hotword_slots)
 from kocall.synth.voices import VARIANTS, Speaker, make_speakers, synthesize
 from kocall.parallel import imap_progress
 from kocall.telephone import ChannelConfig, energy_above, telephone_channel
 
 SPLITS = ("train", "dev", "test")
 HOTWORD_SPLIT = "test_hotwords"
-ALL_SPLITS = SPLITS + (HOTWORD_SPLIT,)
+HOTWORD_DEV_SPLIT = "dev_hotwords"
+ALL_SPLITS = SPLITS + (HOTWORD_SPLIT, HOTWORD_DEV_SPLIT)
 OUT_RATE = 16000
 PAD, BOS, EOS = "_", "<s>", "</s>"
 SECONDS_PER_SYLLABLE_AT_175 = 0.2   # measured on espeak-ng ko: 18 syllables take 3.8 s at -s 175
@@ -75,6 +78,8 @@ class SynthConfig:
     hotword_names_per_kind: int = 12    # new names per kind (branch, menu, product) the split uses
     hotword_distractors_per_kind: int = 6  # ... and listed in its hotwords file but never said
     hotword_min_syllable_count: int = 10   # each syllable of a new name this often in train
+    hotword_dev_minutes: float = 4.0    # the dev_hotwords split (0: none): tunes the hotword settings
+    hotword_dev_names_per_kind: int = 6  # its names per kind, none of test_hotwords' (+ distractors)
     channel: dict = field(default_factory=dict)  # ChannelConfig overrides
 
     @classmethod
@@ -116,6 +121,7 @@ class CorpusPlan:
     lm_text: list[str]
     hotwords: list[str] = field(default_factory=list)     # the test_hotwords split's list
     hotword_names: dict[str, list[str]] = field(default_factory=dict)  # slot kind -> names said
+    dev_hotwords: list[str] = field(default_factory=list)  # the dev_hotwords split's list
 
 
 # ----------------------------------------------------------------------------- planning
@@ -172,38 +178,48 @@ def _hangul(text: str) -> list[str]:
 
 
 def pick_hotword_names(train: list[str], heard: list[str], cfg: SynthConfig,
-                       rng: random.Random) -> tuple[dict[str, list[str]], list[str]]:
+                       rng: random.Random, taken: set[str] = frozenset(), per_kind: int | None = None,
+                       distractors_per_kind: int | None = None) -> tuple[dict[str, list[str]], list[str]]:
     """({slot kind: names the split says}, distractors): new names whose syllables occur at
-    least `hotword_min_syllable_count` times in `train` and that no sentence of `heard`
-    holds (spaces ignored)."""
+    least `hotword_min_syllable_count` times in `train`, that no sentence of `heard` holds
+    (spaces ignored) and that are not in `taken` (another hotword split's names)."""
+    per_kind = cfg.hotword_names_per_kind if per_kind is None else per_kind
+    n_distract = cfg.hotword_distractors_per_kind if distractors_per_kind is None else distractors_per_kind
     counts = Counter(ch for text in train for ch in _hangul(text))
     heard_text = "\n".join("".join(text.split()) for text in heard)
     said: dict[str, list[str]] = {}
     distractors: list[str] = []
     for kind, names in HOTWORD_SLOT_NAMES.items():
+        if taken:   # a second hotword split (dev_hotwords) may also draw on its own extra names
+            names = names + DEV_HOTWORD_EXTRA_NAMES[kind]
         usable = [n for n in names if all(counts[ch] >= cfg.hotword_min_syllable_count for ch in _hangul(n))
-                  and n not in heard_text]
+                  and n not in heard_text and n not in taken]
         rng.shuffle(usable)
-        said[kind] = usable[:cfg.hotword_names_per_kind]
-        distractors += usable[cfg.hotword_names_per_kind:cfg.hotword_names_per_kind + cfg.hotword_distractors_per_kind]
+        said[kind] = usable[:per_kind]
+        distractors += usable[per_kind:per_kind + n_distract]
         if not said[kind]:
             raise KocallError(f"synth: no new {kind} name is covered by the training syllables")
     return said, distractors
 
 
 def plan_hotword_split(cfg: SynthConfig, plans: dict[str, list[tuple[str, Speaker]]], lm_text: list[str],
-                       speakers: list[Speaker]) -> tuple[list[tuple[str, Speaker]], dict[str, list[str]], list[str]]:
-    """The test_hotwords sentences (test voices), the names they say and the hotwords list."""
-    rng = random.Random(f"hotwords-{cfg.seed}")
+                       speakers: list[Speaker], split: str = HOTWORD_SPLIT, taken: set[str] = frozenset()
+                       ) -> tuple[list[tuple[str, Speaker]], dict[str, list[str]], list[str]]:
+    """A hotword split's sentences (`speakers`' voices), the names they say and its hotwords
+    list: test_hotwords, or (split=dev_hotwords, `taken` = test_hotwords' names) its dev twin."""
+    dev = split == HOTWORD_DEV_SPLIT
+    rng = random.Random(f"hotwords-{cfg.seed}" if not dev else f"hotwords-{cfg.seed}-{split}")
     existing = [text for plan in plans.values() for text, _ in plan]
-    names, distractors = pick_hotword_names([t for t, _ in plans["train"]], existing + lm_text, cfg, rng)
+    names, distractors = pick_hotword_names(
+        [t for t, _ in plans["train"]], existing + lm_text, cfg, rng, taken,
+        cfg.hotword_dev_names_per_kind if dev else None, cfg.hotword_dev_names_per_kind // 2 if dev else None)
     slots = hotword_slots(names)
-    spk_rng = random.Random(f"spk-{cfg.seed}-{HOTWORD_SPLIT}")
+    spk_rng = random.Random(f"spk-{cfg.seed}-{split}")
     plan: list[tuple[str, Speaker]] = []
     used: set[str] = set(existing)
     total = 0.0
     for _ in range(100000):
-        if total >= cfg.hotword_minutes * 60:
+        if total >= (cfg.hotword_dev_minutes if dev else cfg.hotword_minutes) * 60:
             break
         text = fill(rng.choice(HOTWORD_TEMPLATES), rng, slots)
         if text in used:
@@ -243,9 +259,17 @@ def plan_corpus(cfg: SynthConfig) -> CorpusPlan:
     result = CorpusPlan(jobs, speakers, lm_text)
     if cfg.hotword_minutes > 0:  # last, so that nothing above depends on it
         plan, result.hotword_names, result.hotwords = plan_hotword_split(cfg, plans, lm_text, speakers["test"])
+        plans[HOTWORD_SPLIT] = plan
         for text, speaker in plan:
             index = len(jobs) + 1
             jobs.append(Job(index, f"wav_{index:06d}", HOTWORD_SPLIT, text, speaker))
+    if cfg.hotword_minutes > 0 and cfg.hotword_dev_minutes > 0:   # after test_hotwords: it stays the same
+        taken = set(result.hotwords) | {n for names in result.hotword_names.values() for n in names}
+        plan, _, result.dev_hotwords = plan_hotword_split(cfg, plans, lm_text, speakers["dev"], HOTWORD_DEV_SPLIT,
+                                                          taken)
+        for text, speaker in plan:
+            index = len(jobs) + 1
+            jobs.append(Job(index, f"wav_{index:06d}", HOTWORD_DEV_SPLIT, text, speaker))
     return result
 
 
@@ -457,6 +481,8 @@ def generate_corpus(root: str | Path, cfg: SynthConfig, nj: int = 1, cmd: str | 
         _write_text(tmp / "lm_text.txt", lm_text)
         if plan.hotwords:
             _write_text(tmp / HOTWORD_SPLIT / "hotwords", plan.hotwords)
+        if plan.dev_hotwords:
+            _write_text(tmp / HOTWORD_DEV_SPLIT / "hotwords", plan.dev_hotwords)
         if cmd is None:
             durations, energies = render_all(jobs, tmp, cfg, nj)
         else:

@@ -455,6 +455,18 @@ NEW_PRODUCTS = (
 )
 
 HOTWORD_SLOT_NAMES = {"newbranch": NEW_BRANCHES, "newmenu": NEW_MENUS, "newproduct": NEW_PRODUCTS}
+# More names for dev_hotwords only (after those test_hotwords left): test_hotwords draws from the
+# lists above alone, so adding here never changes it.
+DEV_HOTWORD_EXTRA_NAMES = {
+    "newbranch": ("사당점", "신림점", "노원점", "도봉점", "마포점", "합정점", "망원점", "연남점", "서교점", "상암점",
+                  "목동점", "신월점", "화곡점", "발산점", "마곡점", "공항점", "김포점", "부천점", "일산점", "파주점"),
+    "newmenu": ("감자전", "김치전", "해물파전", "비빔국수", "잔치국수", "떡만둣국", "순댓국", "감자탕", "부대찌개",
+                "제육덮밥", "오므라이스", "카레라이스", "돈가스덮밥", "라면정식", "김밥세트", "떡볶이세트", "순대국밥",
+                "곰탕", "설렁탕", "갈비탕"),
+    "newproduct": ("식혜", "수정과", "매실청", "자몽차", "레몬차", "인삼차", "밀크티", "감자칩", "치즈볼",
+                   "우유식빵", "모카빵", "크림빵", "카스텔라", "계란빵", "불고기세트", "된장세트", "고추장세트",
+                   "간장세트", "사과주스", "포도주스"),
+}
 
 HOTWORD_TEMPLATES: tuple[str, ...] = (
     "{restaurant} {newbranch} {date} 예약 되나요?",
