@@ -150,7 +150,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def vocab_size_of(model: nn.Module) -> int | None:
-    """The output dimension: out_features of the last Linear registered in the model."""
+    """The output dimension: the CTC head `output` (every family names it so), else out_features of
+    the last Linear registered in the model (a hybrid's decoder comes after its head)."""
+    if isinstance(getattr(model, "output", None), nn.Linear):
+        return model.output.out_features
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):

@@ -32,10 +32,13 @@ SIDE_FILES_FROM_LANG = ("tokens.txt", "bpe.model")
 
 
 def save_model_dir(path: str | os.PathLike, model: nn.Module, config: dict, lang_dir: str | os.PathLike,
-                   cmvn_path: str | os.PathLike, fbank_yaml: str | os.PathLike) -> Path:
-    """Write a complete float model dir at `path` (replacing any previous one atomically)."""
+                   cmvn_path: str | os.PathLike, fbank_yaml: str | os.PathLike,
+                   side_files: dict[str, Path] | None = None) -> Path:
+    """Write a complete float model dir at `path` (replacing any previous one atomically).
+    `side_files`: a family's own files, {name in the dir: source} (kocall.models.ModelFamily)."""
     path, lang_dir = Path(path), Path(lang_dir)
     sources = {"cmvn.json": Path(cmvn_path), "fbank.yaml": Path(fbank_yaml), "tokens.txt": lang_dir / "tokens.txt"}
+    sources.update({name: Path(source) for name, source in (side_files or {}).items()})
     for name, source in sources.items():
         if not source.is_file():
             raise KocallError(f"model dir '{path}': cannot copy {name}: file '{source}' is missing")

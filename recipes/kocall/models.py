@@ -17,7 +17,8 @@ from torch import nn
 from kocall.errors import KocallError
 
 DEFAULT_ARCH = "conformer_ctc"
-FAMILY_MODULES = {"conformer_ctc": "kocall.conformer_ctc.family", "whisper_ctc": "kocall.whisper_ctc.family"}
+FAMILY_MODULES = {"conformer_ctc": "kocall.conformer_ctc.family", "whisper_ctc": "kocall.whisper_ctc.family",
+                  "whisper_hybrid": "kocall.whisper_hybrid.family"}
 
 
 class ModelFamily(Protocol):
@@ -45,6 +46,14 @@ class ModelFamily(Protocol):
 
     def max_input_seconds(self, config: dict) -> float | None:
         """The longest input a model dir (its config.json dict) takes; None: no limit of its own."""
+
+    # Optional hooks (looked up with getattr; absent = the default):
+    # loss(module, batch, ctc_backend) -> (loss_sum, units): the training loss summed over the
+    #   batch and the units it is normalised by (tensors); called by kocall.trainer.forward_backward
+    #   under autocast, `module` being what a batch goes through (the model, ForwardFrom or DDP).
+    #   Default: CTC over the lang units.
+    # model_dir_files(cfg) -> {name: source path}: side files the family's model dir carries
+    #   (copied by save_model_dir, and by the int8 exporter like every side file).
 
 
 class ModelConfig:

@@ -121,6 +121,8 @@ class TrainingConfig:
 class PretrainedConfig:
     checkpoint: str | None = None  # a file; None: the family's default places for `size`; "none": random init
     size: str = "base"
+    tokenizer: str | None = None   # whisper_hybrid: Whisper's tokenizer.json (or its folder); None: beside
+                                   # the checkpoint, then tools/whisper-<size>-ct2
 
 
 @dataclass
@@ -293,17 +295,24 @@ def _k2_ctc_loss_sum(log_probs, out_lens, targets, target_lens) -> torch.Tensor:
 
 
 def forward_backward(model: nn.Module, batch: Batch, device: torch.device, amp_dtype: torch.dtype | None,
-                     scaler: torch.amp.GradScaler | None, backend: str = "torch") -> tuple[float, int]:
+                     scaler: torch.amp.GradScaler | None, backend: str = "torch",
+                     family_loss: Callable | None = None) -> tuple[float, int]:
     """One forward and backward pass on this rank's batch; gradients = d(global loss per unit).
 
-    Returns (summed loss on this rank, units on this rank) for logging.
+    `family_loss` is the family's `loss` hook (kocall.models.ModelFamily.loss); without one the
+    loss is CTC. Returns (summed loss on this rank, units on this rank) for logging.
     """
     batch = batch.to(device)
     autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     with autocast:
-        log_probs, out_lens = model(batch.feats, batch.feat_lens)
-    loss_sum = ctc_loss_sum(log_probs.float(), out_lens, batch.targets, batch.target_lens, backend)
-    units = batch.target_lens.sum().to(torch.float64)
+        if family_loss is not None:
+            loss_sum, units = family_loss(model, batch, backend)
+        else:
+            log_probs, out_lens = model(batch.feats, batch.feat_lens)
+    if family_loss is None:
+        loss_sum = ctc_loss_sum(log_probs.float(), out_lens, batch.targets, batch.target_lens, backend)
+        units = batch.target_lens.sum()
+    units = units.to(torch.float64)
     global_units = all_reduce_sum(units)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     # DDP averages gradients over ranks, so scale by world / global units to get sum / global units.
@@ -494,8 +503,8 @@ class ForwardFrom(nn.Module):
         self.model = model
         self.start = start
 
-    def forward(self, hidden: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_from(hidden, lens, self.start)
+    def forward(self, hidden: torch.Tensor, lens: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return self.model.forward_from(hidden, lens, self.start, **kwargs)   # kwargs: a family's (loss hook)
 
 
 
@@ -743,7 +752,7 @@ class Trainer:
             self._plan_schedule(run_start)
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, units = forward_backward(self.ddp_model, batch, self.device, self.amp_dtype,
-                                               self.scaler, tcfg.ctc_backend)
+                                               self.scaler, tcfg.ctc_backend, getattr(self.family, "loss", None))
             if self.scaler is None:   # with a GradScaler an overflow is a skipped step, not an error
                 check_finite_loss(loss_sum, f"the training loss at step {self.state.step + 1} "
                                   f"(utterances {', '.join(batch.utt_ids[:3])}{'...' if len(batch.utt_ids) > 3 else ''})")
@@ -882,8 +891,9 @@ class Trainer:
                 training["initialised_from"] = self.init_source
             subsampling = round(1000 / int(self.model.output_lengths(torch.tensor(1000))))
             config = make_config(self.family.arch, self.model_cfg, self.features_cfg, subsampling, training)
+            side_files = getattr(self.family, "model_dir_files", None)   # a family's own side files
             save_model_dir(self.exp_dir / "final", self.model, config, self.opts.lang_dir,
-                           self._model_cmvn_path(), self.fbank_path)
+                           self._model_cmvn_path(), self.fbank_path, side_files(self.cfg) if side_files else None)
             self._flush_logs()
             summary.update(training)
             log.info("final model: %s (dev CER %.2f%%) -> %s", best["name"], best["dev_cer"], self.exp_dir / "final")

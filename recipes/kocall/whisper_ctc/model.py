@@ -173,16 +173,27 @@ class WhisperCTC(nn.Module):
             x = block(x, mask)
         return x, lens
 
-    def forward_from(self, x: torch.Tensor, lens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder blocks start.., ln_post, the new layers and the head: (B, T', d) -> log-probs."""
+    def encode_from(self, x: torch.Tensor, lens: torch.Tensor, start: int
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder blocks start.. and ln_post: Whisper's audio features (B, T', d), and the SDPA key
+        mask (None for a batch of one)."""
         mask = key_padding_mask(lens, x.size(1)) if x.size(0) > 1 else None
         for block in self.encoder.blocks[start:]:
             x = block(x, mask)
-        x = self.encoder.ln_post(x)
+        return self.encoder.ln_post(x), mask
+
+    def ctc_head(self, audio: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The new layers and the CTC head on the encoder's output: log-probs (B, T', V) float32."""
+        x = audio
         for block in self.extra:
             x = block(x, mask)
         logits = self.output(self.drop(self.norm(x)))
-        return F.log_softmax(logits.float(), dim=-1), lens
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def forward_from(self, x: torch.Tensor, lens: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder blocks start.., ln_post, the new layers and the head: (B, T', d) -> log-probs."""
+        audio, mask = self.encode_from(x, lens, start)
+        return self.ctc_head(audio, mask), lens
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, n_mels), feat_lens (B,) -> log_probs (B, ceil(T/2), V), out_lens (B,)."""

@@ -1,0 +1,178 @@
+"""Hybrid CTC/attention Whisper's hooks for the shared trainer: whisper_ctc's, plus the decoder.
+
+* Weights and all ten dims come from a FULL Whisper checkpoint (encoder + decoder: OpenAI's
+  .pt, e.g. `kocall convert-whisper tools/whisper-base-ct2 tools/whisper-base.pt`, or HF
+  safetensors); an encoder-only file is one line saying how to get the full one.
+* Whisper's tokenizer (`pretrained.tokenizer`, else tokenizer.json beside the checkpoint,
+  else tools/whisper-<size>-ct2/) gives the decoder's targets and is shipped in the model dir
+  as whisper_tokenizer.json; its sot sequence and eot are stored in config.json.
+* Encoder freezing, block caching and the CTC branch's learning rates are whisper_ctc's; the
+  pretrained decoder and ln_post (whose output the decoder reads) train at lr x decoder_lr_scale.
+* `loss`: ctc_weight x CTC per unit + (1 - ctc_weight) x label-smoothed CE per Whisper token.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kocall.errors import KocallError
+from kocall.models import decay_groups
+from kocall.paths import REPO_ROOT
+from kocall.whisper_ctc.checkpoint import ALL_DIM_KEYS, init_from_checkpoint, load_whisper_checkpoint, resolve_checkpoint
+from kocall.whisper_ctc.decoder import load_decoder_state
+from kocall.whisper_ctc.family import WhisperFamily, uses_pretrained
+from kocall.whisper_ctc.tokenizer import MODEL_DIR_TOKENIZER_FILE, TOKENIZER_FILE, WhisperTokenizer
+from kocall.whisper_hybrid.model import (ARCH, WhisperHybrid, WhisperHybridConfig, attention_loss_sum,
+                                         teacher_forcing)
+
+
+def default_full_checkpoints(size: str) -> list[Path]:
+    """Where a full Whisper-`size` checkpoint is looked for when the config names none."""
+    return [REPO_ROOT / "tools" / f"whisper-{size}.pt", Path.home() / ".cache" / "whisper" / f"{size}.pt"]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The WhisperHybrid inside DistributedDataParallel and/or the trainer's ForwardFrom."""
+    while not isinstance(module, WhisperHybrid):
+        inner = getattr(module, "module", None) or getattr(module, "model", None)
+        if inner is None:
+            raise KocallError(f"whisper_hybrid loss: {type(module).__name__} holds no WhisperHybrid")
+        module = inner
+    return module
+
+
+class WhisperHybridFamily(WhisperFamily):
+    arch = ARCH
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tokenizer: WhisperTokenizer | None = None
+        self._token_cache: dict[str, list[int]] = {}
+        self.last_terms: dict[str, float] = {}   # the last batch's CTC and attention losses (logs, tests)
+
+    def _checkpoint(self, cfg: Any) -> tuple[Path, dict, dict]:
+        given = cfg.pretrained.checkpoint
+        if given:
+            path = resolve_checkpoint(given, cfg.pretrained.size)
+        else:
+            found = [p for p in default_full_checkpoints(cfg.pretrained.size) if p.is_file()]
+            if not found:
+                tried = ", ".join(f"'{p}'" for p in default_full_checkpoints(cfg.pretrained.size))
+                raise KocallError(f"no full Whisper-{cfg.pretrained.size} checkpoint (encoder + decoder) found "
+                                  f"(tried {tried}): `kocall convert-whisper tools/whisper-{cfg.pretrained.size}-ct2 "
+                                  f"tools/whisper-{cfg.pretrained.size}.pt` makes one from a CTranslate2 folder")
+            path = found[0]
+        key = str(path.resolve())
+        if key not in self._loaded:
+            dims, state = load_whisper_checkpoint(path)
+            self._loaded = {key: (path, dims, state)}
+        return self._loaded[key]
+
+    def tokenizer_path(self, cfg: Any) -> Path:
+        """pretrained.tokenizer (a file or a folder), else beside the checkpoint, else tools/whisper-<size>-ct2."""
+        given = getattr(cfg.pretrained, "tokenizer", None)
+        candidates = [Path(given).expanduser()] if given else []
+        if not given and uses_pretrained(cfg) and cfg.pretrained.checkpoint:
+            candidates.append(Path(cfg.pretrained.checkpoint).expanduser().parent)
+        if not given:
+            candidates.append(REPO_ROOT / "tools" / f"whisper-{cfg.pretrained.size}-ct2")
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+            for name in (MODEL_DIR_TOKENIZER_FILE, TOKENIZER_FILE):
+                if (candidate / name).is_file():
+                    return candidate / name
+        tried = ", ".join(f"'{c}'" for c in candidates)
+        raise KocallError(f"no Whisper tokenizer.json found (tried {tried}): set pretrained.tokenizer to the "
+                          f"tokenizer.json of a CTranslate2 / Hugging Face Whisper folder "
+                          f"(`bash bench/install_peers.sh whisper` puts one in tools/whisper-base-ct2)")
+
+    def tokenizer(self, cfg: Any) -> WhisperTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = WhisperTokenizer(self.tokenizer_path(cfg))
+        return self._tokenizer
+
+    def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
+        values = dict(cfg.model, vocab_size=vocab_size)
+        if uses_pretrained(cfg):
+            path, dims, _ = self._checkpoint(cfg)
+            clash = {k: values[k] for k in ALL_DIM_KEYS if k in values and values[k] != dims[k]}
+            if clash:
+                raise KocallError(f"model config: {clash} differ from the checkpoint '{path}' dims {dims}")
+            values.update(dims)
+            if dims["n_mels"] != n_mels:
+                raise KocallError(f"checkpoint '{path}' expects {dims['n_mels']} mel bands but the features have "
+                                  f"{n_mels}: use a front end with n_mels: {dims['n_mels']} (fbank.yaml)")
+        else:
+            values.setdefault("n_mels", n_mels)
+        tokenizer = self.tokenizer(cfg)
+        values.setdefault("n_vocab", tokenizer.n_vocab)
+        if values["n_vocab"] != tokenizer.n_vocab:
+            raise KocallError(f"Whisper tokenizer '{tokenizer.path}' has {tokenizer.n_vocab} tokens but the decoder "
+                              f"{values['n_vocab']}: use the tokenizer of the same model")
+        values["sot_sequence"] = tokenizer.sot_sequence(values.get("language", "ko"))
+        values["eot"] = tokenizer.eot
+        config = WhisperHybridConfig.from_dict(values)
+        if config.n_mels != n_mels:
+            raise KocallError(f"model config: n_mels {config.n_mels} but the features have {n_mels}")
+        return config.to_dict()
+
+    def build(self, model_cfg: dict) -> nn.Module:
+        return WhisperHybrid(WhisperHybridConfig.from_dict(dict(model_cfg)))
+
+    def initialise(self, model: nn.Module, cfg: Any) -> str | None:
+        if not uses_pretrained(cfg):
+            return None
+        path, _, state = self._checkpoint(cfg)
+        encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
+        copied = init_from_checkpoint(model, encoder, path)
+        copied += load_decoder_state(model.decoder, state, str(path))
+        self._loaded = {}
+        return f"initialised {copied} encoder and decoder tensors from '{path}'"
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
+        slow = list(model.decoder.parameters()) + list(model.encoder.ln_post.parameters())
+        slow_ids = {id(p) for p in slow}
+        groups = []
+        for group in super().param_groups(model, cfg):
+            kept = [p for p in group["params"] if id(p) not in slow_ids]
+            if kept:
+                groups.append(dict(group, params=kept))
+        scale = model.cfg.decoder_lr_scale
+        named = list(model.decoder.named_parameters()) + list(model.encoder.ln_post.named_parameters())
+        return groups + decay_groups(named, cfg.optim.lr * scale, cfg.optim.weight_decay)
+
+    def whisper_ids(self, text: str) -> list[int]:
+        """A normalised transcript in Whisper's tokens (with the leading space Whisper writes)."""
+        if text not in self._token_cache:
+            if self._tokenizer is None:
+                raise KocallError("whisper_hybrid: the Whisper tokenizer is not loaded (model_config first)")
+            self._token_cache[text] = self._tokenizer.encode(" " + text.strip())
+        return self._token_cache[text]
+
+    def loss(self, module: nn.Module, batch: Any, ctc_backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        from kocall.trainer import ctc_loss_sum
+
+        model = unwrap(module)
+        cfg = model.cfg
+        ids = [self.whisper_ids(text) for text in batch.texts]
+        inputs, targets = teacher_forcing(ids, list(cfg.sot_sequence), cfg.eot, cfg.n_text_ctx, batch.utt_ids,
+                                          batch.feats.device)
+        log_probs, out_lens, logits = module(batch.feats, batch.feat_lens, decoder_tokens=inputs)
+        ctc_sum = ctc_loss_sum(log_probs.float(), out_lens, batch.targets, batch.target_lens, ctc_backend)
+        att_sum = attention_loss_sum(logits, targets, cfg.label_smoothing)
+        units = batch.target_lens.sum()
+        tokens = (targets != -100).sum()
+        ctc, att = ctc_sum / units.clamp(min=1), att_sum / tokens.clamp(min=1)
+        self.last_terms = {"ctc": float(ctc.detach()), "attention": float(att.detach())}
+        combined = cfg.ctc_weight * ctc + (1.0 - cfg.ctc_weight) * att
+        return combined * units, units   # the trainer divides by the (global) units
+
+    def model_dir_files(self, cfg: Any) -> dict[str, Path]:
+        return {MODEL_DIR_TOKENIZER_FILE: self.tokenizer_path(cfg)}
+
+
+FAMILY = WhisperHybridFamily()
