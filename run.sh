@@ -46,8 +46,9 @@ recipe_command="$0$(printf ' %q' "$@")"   # the model card (stage 7) says how it
 for v in nj threads ngpu nodes seed; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a whole number, not '${!v}'" >&2; exit 1; }
 done
-for v in nj threads ngpu nodes; do
-  [ "${!v}" -ge 1 ] || { echo "$0: --$v must be at least 1" >&2; exit 1; }
+for v in nj threads ngpu nodes; do   # the bounds of kocall.options (nj, threads: 1..1024)
+  n=${!v}; { [ "${#n}" -le 4 ] && [ "$n" -ge 1 ] && [ "$n" -le 1024 ]; } || {
+    echo "$0: --$v must be from 1 to 1024, not '$n'" >&2; exit 1; }
 done
 [ "${#seed}" -le 9 ] || { echo "$0: --seed must be below 10^9, not '$seed'" >&2; exit 1; }
 for v in data exp model_size; do

@@ -31,6 +31,12 @@ _kocall_option_vars="device threads ngpu nodes slurm srun_opts rdzv_port seed ma
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
+for v in ngpu nodes; do   # used by bash here, so bounded here (kocall train bounds the rest)
+  n=${!v}; [[ "$n" =~ ^[0-9]{1,4}$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 1024 ] || {
+    echo "$0: --$v must be from 1 to 1024, not '$n'" >&2; exit 1; }
+done
+[ -z "$rdzv_port" ] || { [[ "$rdzv_port" =~ ^[0-9]{1,5}$ ]] && [ "$rdzv_port" -ge 1 ] && [ "$rdzv_port" -le 65535 ]; } || {
+  echo "$0: --rdzv-port must be a port from 1 to 65535, not '$rdzv_port'" >&2; exit 1; }
 . "$(dirname "$0")/../path.sh"
 
 args=(--config "$config" --train "$train" --dev "$dev" --lang "$lang" --exp-dir "$exp_dir"

@@ -267,7 +267,7 @@ def test_only_declared_options_are_accepted(toy_recipe, option: str) -> None:
 
 
 def test_run_sh_bad_values_stop_before_any_work(tmp_path: Path) -> None:
-    for args, message in ((["--stage", "x"], "must be a stage number"), (["--nj", "0"], "--nj must be at least 1"),
+    for args, message in ((["--stage", "x"], "must be a stage number"), (["--nj", "0"], "--nj must be from 1 to 1024"), (["--nj", "9" * 25], "--nj must be from 1 to 1024"),
                           (["--nj", "two"], "whole number"), (["--data", ""], "--data must not be empty"),
                           (["--PATH", "/tmp"], "invalid option --PATH"), (["--seed", "1" * 30], "--seed must be below"),
                           (["--corpus", "kaldi", "--corpus-dir", str(tmp_path / "e")], "are the same directory"),

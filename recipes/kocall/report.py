@@ -40,7 +40,7 @@ import click
 
 from kocall.errors import KocallError
 from kocall.fileio import atomic_write, read_json
-from kocall.options import bounded
+from kocall.options import bounded, check_bound
 from kocall.rxspec import allow_pipes_option
 
 MODES = ("greedy", "beam_lm")
@@ -417,7 +417,7 @@ def report_cmd(models: tuple[str, ...], data: str, sets: str, lm: str | None, ou
 
     require_device(device)
     try:
-        thread_counts = tuple(int(t) for t in threads.split(",") if t.strip())
+        thread_counts = tuple(int(check_bound("threads", t, "--threads")) for t in threads.split(",") if t.strip())
     except ValueError:
         raise KocallError(f"report: --threads must be comma-separated integers, not '{threads}'") from None
     if not thread_counts or min(thread_counts) < 1:
