@@ -471,3 +471,25 @@ def test_a_test_set_identical_to_train_is_named_in_a_warning(tmp_path: Path, cap
     assert f"set 'test' ({tmp_path / 'data' / 'test'}) is identical to train ({tmp_path / 'data' / 'train'})" in err
     assert "set 'test2'" in err and "shares 1 of 2 utterances with train" in err   # a copied file counts
     assert "set 'dev'" not in err
+
+
+def test_the_process_pool_never_outnumbers_its_jobs(monkeypatch) -> None:
+    import multiprocessing
+
+    from kocall import parallel
+
+    sizes = []
+    real = multiprocessing.get_context
+
+    def spy(method):
+        ctx = real(method)
+
+        class Ctx:
+            def Pool(self, n, **kw):   # noqa: N802 (multiprocessing's name)
+                sizes.append(n)
+                return ctx.Pool(n, **kw)
+        return Ctx()
+
+    monkeypatch.setattr(parallel.multiprocessing, "get_context", spy)
+    assert sorted(parallel.imap_progress(abs, [-1, -2, -3], 1000, "t")) == [1, 2, 3]
+    assert sizes == [3]

@@ -15,6 +15,7 @@ def imap_progress(fn: Callable[[Any], Any], jobs: Sequence[Any], nj: int, desc: 
     results do not depend on nj."""
     bar = progress_bar(total=len(jobs), desc=desc, unit="utt")
     pool = None
+    nj = min(nj, len(jobs))   # never a process without a job (--nj 1000 on 6 files forks 6, not 1000)
     if nj <= 1:
         if initializer is not None:
             initializer(*initargs)
