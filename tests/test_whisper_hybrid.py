@@ -162,3 +162,39 @@ def test_encoder_only_checkpoint_is_one_line(tmp_path: Path) -> None:
         family("whisper_hybrid").model_config(cfg, 16, 10)
     message = err.value.format_message()
     assert str(ckpt) in message and "convert-whisper" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("activations", ["float", "dynamic"])
+def test_int8_export_stores_the_vocabulary_table_as_int8(tmp_path: Path, activations: str) -> None:
+    import json
+
+    from kocall.export import export_int8, load_any_model_dir
+    from kocall.model_dir import save_model_dir
+    from kocall.models import make_config
+    from kocall.whisper_hybrid.model import WhisperHybrid, WhisperHybridConfig
+    from tests.test_train import make_lang
+
+    torch.manual_seed(0)
+    cfg = WhisperHybridConfig(vocab_size=9, n_mels=16, n_audio_ctx=64, n_audio_state=32, n_audio_head=4,
+                              n_audio_layer=1, n_vocab=4096, n_text_ctx=16, n_text_state=32, n_text_head=4,
+                              n_text_layer=1, sot_sequence=[4001, 4002], eot=4000)
+    model = WhisperHybrid(cfg).eval()
+    (tmp_path / "cmvn.json").write_text(json.dumps({"mean": [0.0] * 16, "std": [1.0] * 16, "frames": 1}))
+    (tmp_path / "fbank.yaml").write_text("flavour: whisper\nn_mels: 16\n")
+    (tmp_path / "whisper_tokenizer.json").write_text("{}")
+    config = make_config("whisper_hybrid", cfg.to_dict(), {"n_mels": 16}, 2)
+    save_model_dir(tmp_path / "final", model, config, make_lang(tmp_path), tmp_path / "cmvn.json",
+                   tmp_path / "fbank.yaml", {"whisper_tokenizer.json": tmp_path / "whisper_tokenizer.json"})
+    export_int8(tmp_path / "final", tmp_path / "int8", activations=activations)
+    stored = torch.load(tmp_path / "int8" / "model.pt", weights_only=True)
+    assert stored["decoder.token_embedding.weight_int8"].dtype == torch.int8
+    assert "decoder.token_embedding.weight" not in stored
+    int8_model, _, _ = load_any_model_dir(tmp_path / "int8")
+    feats, lens = torch.randn(1, 20, 16), torch.tensor([20])
+    tokens = torch.tensor([[4001, 4002, 7, 8]])
+    with torch.no_grad():
+        expected = model(feats, lens, decoder_tokens=tokens)
+        got = int8_model(feats, lens, decoder_tokens=tokens)
+    for index in (0, 2):   # CTC log-probs, decoder logits: within int8's per-row rounding
+        error = (got[index] - expected[index]).abs().max()
+        assert 0 < error < 0.05 * expected[index].abs().max(), (index, error)

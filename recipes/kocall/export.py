@@ -203,7 +203,7 @@ def _kind(tensor: torch.Tensor) -> str:
 
 
 def quantizable_modules(model: nn.Module) -> dict[str, str]:
-    """Module name -> "linear" | "mha" for every layer stored as int8.
+    """Module name -> "linear" | "mha" | "embedding" for every layer stored as int8.
 
     A plain nn.Linear becomes a dynamic int8 Linear. nn.MultiheadAttention (its
     in_proj_weight is a bare Parameter and its forward reads out_proj.weight directly,
@@ -218,7 +218,12 @@ def quantizable_modules(model: nn.Module) -> dict[str, str]:
             inside_mha.add(f"{name}.out_proj")
         elif type(module) is nn.Linear and name and name not in inside_mha:
             found[name] = "linear"
+        elif type(module) is nn.Embedding and module.weight.numel() >= MIN_INT8_EMBEDDING:
+            found[name] = "embedding"   # stored int8 per row, used dequantised (a decoder's tied output)
     return found
+
+
+MIN_INT8_EMBEDDING = 1 << 16   # elements: a vocabulary table worth storing as int8 (Whisper's: 26.6 M)
 
 
 def _mha_supported(mha: nn.MultiheadAttention) -> bool:
@@ -363,13 +368,17 @@ def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: 
         return model.eval()
     torch.backends.quantized.engine = choose_engine()
     float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
+    float_part.update({f"{name}.weight": state[f"{name}.weight{INT8_SUFFIX}"].float()
+                       * state[f"{name}.weight{SCALE_SUFFIX}"][:, None]
+                       for name, kind in modules.items() if kind == "embedding"})
     result = model.load_state_dict(float_part, strict=False)
     unexpected_missing = set(result.missing_keys) - set(quantized_weight_keys(modules))
     if unexpected_missing or result.unexpected_keys:  # check_state_dict ran first; defensive only
         raise KocallError(f"int8 state dict does not fit the model: missing {sorted(unexpected_missing)[:3]}, "
                           f"unexpected {result.unexpected_keys[:3]}")
     for name, kind in modules.items():
-        _set_submodule(model, name, _int8_module(model, name, kind, state))
+        if kind != "embedding":
+            _set_submodule(model, name, _int8_module(model, name, kind, state))
     return model.eval()
 
 
@@ -388,7 +397,30 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return Tokenizer.from_lang_dir(model_dir)
 
 
+MAX_PARAMETERS = 2_000_000_000   # far above any model kocall builds (Whisper large: 1.55 G)
+
+
+def check_model_size(build: BuildFn, config: dict, model_dir: Path) -> None:
+    """Before a model is built: count the parameters config.json asks for on the meta device
+    (nothing allocated) and refuse more than MAX_PARAMETERS or than model.pt can hold (at least
+    a byte each, int8 included): a 2 kB config cannot ask for hundreds of GB."""
+    try:
+        with torch.device("meta"):
+            meta = build(config)
+    except KocallError:
+        raise
+    except Exception:  # noqa: BLE001 - the real build names a config that builds nothing
+        return
+    count = sum(p.numel() for p in meta.parameters())
+    weights = model_dir / "model.pt"
+    stored = weights.stat().st_size if weights.is_file() else 0
+    if count > MAX_PARAMETERS or count > stored + (1 << 20):
+        raise _fail(model_dir / "config.json", f"asks for a model of {count:,} parameters, more than "
+                                               f"'{weights.name}' ({stored:,} bytes) can hold; nothing was built")
+
+
 def _build(build: BuildFn, config: dict, model_dir: Path) -> nn.Module:
+    check_model_size(build, config, model_dir)
     try:
         return build(config)
     except KocallError:
