@@ -3,7 +3,7 @@
 # (espeak-ng Korean voices -> telephone channel), in the Naver AI Hackathon 2019 layout.
 #   local/synth/make_corpus.sh [--nj N] [--cmd run.pl] [--seed S] [--hours H] [--force true|false] ROOT
 # The audio is rendered by --nj jobs through --cmd (run.pl: local processes, logs in
-# <parent of ROOT>/log/<name>/render.<n>.log; slurm.pl: one Slurm job array), the same files either way.
+# ROOT/log/render.<n>.log; slurm.pl: one Slurm job array), the same files either way.
 # Skips when ROOT/.done holds the hash of the options and the generator code. Builds into a
 # temp dir beside ROOT and renames it into place; writes ROOT/.done last.
 set -euo pipefail

@@ -349,8 +349,9 @@ def render_job(tmp: Path, cfg: SynthConfig, nj: int, job: int) -> int:
 
 def _render_dispatched(jobs: list[Job], tmp: Path, root: Path, cfg: SynthConfig, nj: int,
                        cmd: str) -> tuple[dict[int, float], dict[int, float]]:
-    """The rendering as jobs through `cmd`; logs in <parent of root>/log/<root name>/render.<n>.log
-    (outside the staging dir, which a failure removes)."""
+    """The rendering as jobs through `cmd`; logs in the staging dir's log/render.<n>.log, so they
+    become ROOT/log/ with the corpus and nothing is written outside ROOT (a failed job's last
+    line is in the error that a failure raises before the staging dir is removed)."""
     import sys
 
     from kocall.jobs import dispatch, split_contiguous
@@ -358,7 +359,7 @@ def _render_dispatched(jobs: list[Job], tmp: Path, root: Path, cfg: SynthConfig,
     n = len(split_contiguous(jobs, nj))
     conf = tmp / ".synth.yaml"   # the jobs plan the same corpus from the same config
     conf.write_text(yaml.safe_dump(dataclasses.asdict(cfg), allow_unicode=True), encoding="utf-8")
-    log = root.parent / "log" / root.name / "render.JOB.log"
+    log = tmp / "log" / "render.JOB.log"
     dispatch(cmd, n, log, [sys.executable, "-m", "kocall.cli", "synth", "--config", str(conf), "--nj", str(n),
                            "--job", "JOB", str(tmp)], f"synth {root}")
     durations: dict[int, float] = {}
