@@ -1,7 +1,8 @@
 """bench/bench_whisper_peer.py without Whisper itself: the peer's text is normalised and scored
-like the references, it gets 16 kHz float audio and the issue's options, its results are cached
-and reused only while the audio and settings are unchanged, and our model's rows are the report's
-recogniser scored on the same set, with ratios to the peer's figures."""
+like the references, it gets 16 kHz float audio and the benchmark's options (PEER_OPTIONS: beam
+5, Korean, no VAD), its results are cached and reused only while the audio and settings are
+unchanged, and our model's rows are the report's recogniser scored on the same set, with ratios
+to the peer's figures."""
 from __future__ import annotations
 
 import importlib
@@ -95,7 +96,7 @@ def test_peer_row_decodes_scores_and_caches(bw, tiny) -> None:
     row = bw.peer_row(args, "test", tiny["refs"])
     assert len(fakes) == 2  # one model per thread count
     for fake in fakes:
-        # 1 warm-up call, then the 3 utterances; 16 kHz float audio in [-1, 1] and the issue's options
+        # 1 warm-up call, then the 3 utterances; 16 kHz float audio in [-1, 1] and the peer's options
         assert [a.size for a, _ in fake.calls] == [9600, 9600, 12800, 16000]
         assert all(np.abs(a).max() <= 1.0 for a, _ in fake.calls)
         assert all(opts == bw.PEER_OPTIONS for _, opts in fake.calls)

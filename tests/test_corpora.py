@@ -248,7 +248,7 @@ def test_shared_emotiontts_manifest(shared_corpora_dir: Path) -> None:
     if not tsv.is_file():
         pytest.skip(f"{tsv} not present")
     utts = read_tsv_manifest(tsv)
-    assert len(utts) == 1328                                   # the README's count
+    assert len(utts) == 1328                                   # ../shared/corpora/README.md's count
     assert len({u.speaker for u in utts}) == 41
     assert all(u.text and not any(ch.isdigit() for ch in u.text) for u in utts)
     assert all(u.utt_id.startswith(u.speaker) for u in utts)

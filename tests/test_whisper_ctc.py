@@ -179,7 +179,7 @@ def test_missing_default_checkpoint_says_where_it_looked(tmp_path: Path, monkeyp
         resolve_checkpoint(None, "tiny")
 
 
-@pytest.mark.skipif(not REAL.is_file(), reason=f"Whisper base weights absent ({REAL}); see the README")
+@pytest.mark.skipif(not REAL.is_file(), reason=f"Whisper base weights absent ({REAL}); see docs/recipe.md")
 def test_real_whisper_base_encoder_matches_the_reference() -> None:
     dims, state = load_encoder_checkpoint(REAL)
     assert dims == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 512, "n_audio_head": 8, "n_audio_layer": 6}
