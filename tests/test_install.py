@@ -9,6 +9,7 @@ come from the wheel (the test checks where it was imported from)."""
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -32,11 +33,29 @@ def source_packages() -> set[str]:
     return names
 
 
+def source_copy(dest: Path) -> Path:
+    """The files git would ship (tracked, and new ones not ignored), copied: a build in the
+    working tree would leave build/ there, whose stale modules a later wheel could pick up."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        src, dst = REPO / name, dest / name
+        if not (src.exists() or src.is_symlink()):
+            continue   # deleted in the working tree
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, dst)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("install")
+    source = source_copy(root / "src")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(root / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(root / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
     wheels = list((root / "dist").glob("kocall-*.whl"))
     assert len(wheels) == 1, wheels

@@ -26,8 +26,11 @@ fi
 log() { echo "[setup] $*" >&2; }
 
 # --- 1. Debian packages --------------------------------------------------
-apt_pkgs="espeak-ng sox python3-venv cmake build-essential libboost-program-options-dev libboost-system-dev
+apt_pkgs="espeak-ng sox cmake build-essential libboost-program-options-dev libboost-system-dev
  libboost-thread-dev libboost-test-dev libeigen3-dev zlib1g-dev libbz2-dev liblzma-dev"
+# venv's pip bootstrap (ensurepip) ships apart on Debian/Ubuntu: python3-venv, which brings
+# python3 itself on a bare system.
+if ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_pkgs="$apt_pkgs python3-venv"; fi
 # Optional: the one-node Slurm that the job-dispatch tests start (utils/local_slurm.sh);
 # installed where we are root, else those tests skip.
 optional_pkgs="slurm-wlm munge"
