@@ -31,6 +31,7 @@ it, and a hypothesis must not dodge the CTC score by writing it). The output tex
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -295,6 +296,22 @@ def _common(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def reorder_cache(cache: dict, rows: list[int]) -> dict:
+    """The decoder's kv cache for the selected hypotheses `rows`: self-attention entries gathered
+    (TextDecoder.reorder_cache's layout); the audio's keys, values and mask are the same for every
+    hypothesis of an utterance, so they are row 0 broadcast (a view: no copy per step)."""
+    import torch
+
+    index = torch.tensor(rows, dtype=torch.long)
+    out = {}
+    for key, value in cache.items():
+        if ".cross_attn." in key or key == "audio_mask":
+            out[key] = value[:1].expand(len(rows), *value.shape[1:])
+        else:
+            out[key] = value.index_select(0, index.to(value.device))
+    return out
+
+
 def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.ndarray, mapper: UnitMapper,
                            cfg: JointConfig, blank: int = 0, lm_tables=None, context=None, nbest: int = 1,
                            backend: str = "cpu", audio_mask=None) -> list[JointHypothesis]:
@@ -386,7 +403,7 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
             if ended and cfg.char_bonus <= 0 and context is None and max(e.score for e in ended) >= max(r.score for r in running):
                 break
             hyps = running
-            cache = side.decoder.reorder_cache(cache, torch.tensor(rows, dtype=torch.long))
+            cache = reorder_cache(cache, rows)
             if audio_features.size(0) != len(rows):
                 audio_features = audio_features[:1].expand(len(rows), -1, -1)
             last_tokens = torch.tensor([[h.tokens[-1]] for h in hyps], device=device)
@@ -398,3 +415,143 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
                                          ctc, lm10, ctx, hyp.tokens))
     ended.sort(key=lambda e: -e.score)
     return ended[:nbest]
+
+
+# ------------------------------------------------------------------ model dirs -> the three modes
+
+@dataclass
+class JointModel:
+    """A CTC model dir with an attention decoder beside it: `encode(feats)` gives, from one encoder
+    pass, the decoder's audio features (1, T', d) and the CTC log-probs (T', V) of one utterance.
+
+    * a `whisper_hybrid` model dir holds both (its own fine-tuned decoder, its tokenizer);
+    * a `whisper_ctc` model dir whose Whisper encoder is frozen takes the decoder of a full
+      Whisper checkpoint (`attention_checkpoint`, e.g. `kocall convert-whisper` of the
+      CTranslate2 folder): the decoder reads the encoder blocks' output through the
+      checkpoint's own ln_post, so the CTC model's encoder must be the checkpoint's (checked
+      tensor by tensor; a fine-tuned encoder needs a hybrid model)."""
+    model: Any
+    side: AttentionSide
+    ln_post: Any = None   # the checkpoint's final encoder norm (whisper_ctc + checkpoint), else None
+
+    def encode(self, feats: np.ndarray):
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None]
+        lens = torch.tensor([feats.shape[0]])
+        with torch.inference_mode():
+            if self.ln_post is None:
+                audio, _, log_probs, out_lens = self.model.encode(x, lens)
+            else:
+                n_blocks = len(self.model.encoder.blocks)
+                hidden, out_lens = self.model.frozen_front(x, lens, n_blocks)
+                audio = self.ln_post(hidden)
+                log_probs, out_lens = self.model.forward_from(hidden, out_lens, n_blocks)
+        length = int(out_lens[0])
+        return audio[:, :length], log_probs[0, :length].float().numpy()
+
+
+def _checkpoint_tokenizer(checkpoint: Path):
+    from kocall.paths import REPO_ROOT
+    from kocall.whisper_ctc.tokenizer import WhisperTokenizer
+
+    for folder in (checkpoint.parent, REPO_ROOT / "tools" / f"{checkpoint.stem}-ct2"):
+        if (folder / "tokenizer.json").is_file() or (folder / "whisper_tokenizer.json").is_file():
+            return WhisperTokenizer.from_dir(folder)
+    raise KocallError(f"file '{checkpoint}': no Whisper tokenizer.json beside it nor in "
+                      f"'{REPO_ROOT / 'tools' / (checkpoint.stem + '-ct2')}'")
+
+
+def load_joint_model(model, config: dict, model_dir: str | Path, attention_checkpoint: str | Path | None = None
+                     ) -> JointModel:
+    """The JointModel of a loaded model dir (see JointModel); one line naming the file otherwise."""
+    import torch
+
+    arch = config.get("arch", "conformer_ctc")
+    if arch == "whisper_hybrid" and attention_checkpoint is None:
+        from kocall.whisper_ctc.tokenizer import WhisperTokenizer
+
+        language = str(config.get("model", {}).get("language", "ko"))
+        return JointModel(model, AttentionSide(model.decoder, WhisperTokenizer.from_dir(model_dir), language))
+    if arch not in ("whisper_ctc", "whisper_hybrid"):
+        raise KocallError(f"model dir '{model_dir}': arch '{arch}' has no Whisper encoder; the rescore and joint "
+                          f"modes need a whisper_hybrid model, or a whisper_ctc model and --attention-checkpoint")
+    if attention_checkpoint is None:
+        raise KocallError(f"model dir '{model_dir}' has no attention decoder: give --attention-checkpoint (a full "
+                          f"Whisper checkpoint, e.g. `kocall convert-whisper tools/whisper-base-ct2 tools/whisper-base.pt`)")
+    from kocall.whisper_ctc.checkpoint import load_whisper_checkpoint
+    from kocall.whisper_ctc.decoder import TextDecoder, load_decoder_state
+
+    checkpoint = Path(attention_checkpoint)
+    dims, state = load_whisper_checkpoint(checkpoint)
+    for key, value in model.encoder.state_dict().items():
+        if key.startswith("ln_post."):
+            continue
+        theirs = state.get(f"encoder.{key}")
+        if theirs is None or theirs.shape != value.shape or not torch.equal(theirs.to(value.dtype), value):
+            raise KocallError(f"file '{checkpoint}': tensor 'encoder.{key}' differs from model dir '{model_dir}' "
+                              f"(its encoder was fine-tuned, or is another Whisper): the decoder must read the "
+                              f"encoder it was trained with; use a whisper_hybrid model")
+    decoder = TextDecoder(dims)
+    load_decoder_state(decoder, state, str(checkpoint))
+    decoder.eval()
+    width = int(dims["n_audio_state"])
+    ln_post = torch.nn.LayerNorm(width)
+    ln_post.load_state_dict({"weight": state["encoder.ln_post.weight"], "bias": state["encoder.ln_post.bias"]})
+    return JointModel(model, AttentionSide(decoder, _checkpoint_tokenizer(checkpoint)), ln_post.eval())
+
+
+@dataclass
+class ModeSettings:
+    """Everything a mode needs besides the model (one utterance at a time)."""
+    mode: str
+    tokenizer: Any                 # ours (kocall.lang.Tokenizer)
+    ctc: Any                       # kocall_kernels.ctc_decoder.DecoderConfig (ctc mode, rescore's N-best)
+    lm_tables: Any = None
+    context: Any = None            # hotwords (ContextGraph over our units)
+    rescore: RescoreConfig = field(default_factory=RescoreConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise KocallError(f"decoding mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+
+
+def decode_one(jm: JointModel | None, model, feats: np.ndarray, settings: ModeSettings,
+               mapper: UnitMapper | None = None) -> str:
+    """The text of one utterance's model-ready features in `settings.mode`."""
+    import dataclasses
+
+    import torch
+
+    from kocall.decode import decode_posteriors
+
+    tok = settings.tokenizer
+    if settings.mode == "ctc":
+        x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[None]
+        with torch.inference_mode():
+            lp, lens = model(x, torch.tensor([feats.shape[0]]))
+        hyps = decode_posteriors(lp.float().numpy(), lens.numpy(), settings.ctc, settings.lm_tables,
+                                 suppress=tok.suppressed_ids, context=settings.context)[0]
+        return tok.decode(hyps[0].tokens) if hyps else ""
+    if jm is None:
+        raise KocallError(f"mode {settings.mode} needs an attention decoder")
+    audio, lp = jm.encode(feats)
+    lp = lp.copy()
+    lp[:, tok.suppressed_ids] = -np.inf
+    if settings.mode == "rescore":
+        n = settings.rescore.nbest
+        cfg = dataclasses.replace(settings.ctc, nbest=n, beam=max(settings.ctc.beam, n))
+        hyps = decode_posteriors(lp[None], np.array([lp.shape[0]]), cfg, settings.lm_tables,
+                                 context=settings.context)[0]
+        if not hyps:
+            return ""
+        nbest = [(h.score, tok.decode(h.tokens)) for h in hyps]
+        chosen, _ = rescore_utterance(jm.side, audio, nbest, settings.rescore)
+        return nbest[chosen][1]
+    mapper = mapper or UnitMapper(tok, jm.side.tokenizer.token_bytes)
+    tables = settings.lm_tables if settings.joint.lm_weight > 0 else None
+    hyps = joint_decode_utterance(jm.side, audio, lp, mapper, settings.joint, tok.blank_id, tables,
+                                  settings.context, backend="cuda" if settings.device == "cuda" else "cpu")
+    return hyps[0].text if hyps else ""
