@@ -493,3 +493,28 @@ def test_the_process_pool_never_outnumbers_its_jobs(monkeypatch) -> None:
     monkeypatch.setattr(parallel.multiprocessing, "get_context", spy)
     assert sorted(parallel.imap_progress(abs, [-1, -2, -3], 1000, "t")) == [1, 2, 3]
     assert sizes == [3]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"d_model": 8192, "num_heads": 4}, "asks for a model of .* parameters, more than 'model.pt'"),
+    ({"num_layers": 200}, "asks for a model of .* parameters, more than 'model.pt'"),
+    ({"num_layers": 10**9}, "model.num_layers 1000000000 is outside 0..1024")])
+def test_a_model_config_is_sized_against_its_weights_before_anything_is_built(tmp_path: Path, change: dict,
+                                                                              message: str) -> None:
+    """A config.json asking for far more parameters than model.pt holds (a 2 kB edit asking for
+    hundreds of GB) is refused before a model is built; the real one loads."""
+    import json
+    import resource
+
+    from kocall.model_dir import load_model_dir
+    from tests.test_decode import make_model_dir
+
+    model = make_model_dir(tmp_path / "final")
+    load_model_dir(model)
+    config = json.loads((model / "config.json").read_text())
+    config["model"].update(change)
+    (model / "config.json").write_text(json.dumps(config))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(KocallError, match=message):
+        load_model_dir(model)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000   # kB: nothing big allocated

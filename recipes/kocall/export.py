@@ -404,6 +404,11 @@ def check_model_size(build: BuildFn, config: dict, model_dir: Path) -> None:
     """Before a model is built: count the parameters config.json asks for on the meta device
     (nothing allocated) and refuse more than MAX_PARAMETERS or than model.pt can hold (at least
     a byte each, int8 included): a 2 kB config cannot ask for hundreds of GB."""
+    hyper = config.get("model", config) if isinstance(config.get("model", config), dict) else {}
+    for key, value in hyper.items():   # the meta build itself loops over layers: bound those first
+        limit = 1024 if any(word in key for word in ("layer", "block", "head")) else 1 << 20
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= limit:
+            raise _fail(model_dir / "config.json", f"model.{key} {value} is outside 0..{limit}")
     try:
         with torch.device("meta"):
             meta = build(config)
