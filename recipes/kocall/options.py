@@ -44,9 +44,9 @@ BOUNDS: dict[str, tuple[float, float, type]] = {
     "seed": (0, 2**32 - 1, int),
     "dev_fraction": (0.0, 0.9, float),
     "speakers": (0, 10**6, int),
-    "hours": (0.0, 10_000.0, float),
-    "minutes": (0.0, 600_000.0, float),
-    "sentences": (0, 10**8, int),
+    "hours": (0.0, 1000.0, float),              # synthetic audio: its plan is held in memory
+    "minutes": (0.0, 60_000.0, float),
+    "sentences": (0, 2_000_000, int),
     "std_floor": (1e-8, 1e3, float),
     "vocab_size": (2, 1_000_000, int),
 }
@@ -54,8 +54,9 @@ BOUNDS: dict[str, tuple[float, float, type]] = {
 
 def _describe(name: str) -> str:
     low, high, kind = BOUNDS[name]
-    what = "a whole number" if kind is int else "a number"
-    return f"{what} from {low:g} to {high:g}"
+    if kind is int:
+        return f"a whole number from {int(low):,} to {int(high):,}"
+    return f"a number from {low:g} to {high:g}"
 
 
 def check_bound(name: str, value: object, where: str) -> int | float:
