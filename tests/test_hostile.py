@@ -518,3 +518,17 @@ def test_a_model_config_is_sized_against_its_weights_before_anything_is_built(tm
     with pytest.raises(KocallError, match=message):
         load_model_dir(model)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000   # kB: nothing big allocated
+
+
+def test_channel_job_files_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
+    import socket
+
+    from kocall.corpora.shared_ko import _channel_dispatched
+    from tests.test_reliability import _dead_pid
+
+    host = socket.gethostname().split(".")[0]
+    stale = tmp_path / f".channel_jobs.{_dead_pid()}@{host}.run.tmp"
+    stale.mkdir()
+    (stale / "jobs.json.3.json").write_text("[]")   # job 3 of a run with another --nj
+    assert _channel_dispatched([], tmp_path, 2, "run.pl") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]

@@ -269,12 +269,20 @@ def _channel_dispatched(jobs: list[tuple[str, str, str, int, bool]], audio_dir: 
                         cmd: str) -> list[tuple[str, float, bool]]:
     """The channel as jobs through `cmd`, logs in audio_dir/log/channel.<n>.log."""
     import json
+    import shutil
     import sys
 
+    from kocall.fileio import remove_stale_temps, temp_prefix
     from kocall.jobs import dispatch, split_contiguous
 
     n = len(split_contiguous(jobs, nj))
-    job_list = audio_dir / ".channel_jobs.json"
+    # The job files live in a kocall temp dir of this process: a killed run's are removed by the
+    # next, whatever its --nj, and never share a name with jobs of that run still running.
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(audio_dir)
+    work = audio_dir / f"{temp_prefix('channel_jobs')}run.tmp"
+    work.mkdir()
+    job_list = work / "jobs.json"
     with atomic_write(job_list) as handle:
         json.dump(jobs, handle)
     try:
@@ -284,8 +292,7 @@ def _channel_dispatched(jobs: list[tuple[str, str, str, int, bool]], audio_dir: 
         return [(u, s, r) for j in range(1, n + 1)
                 for u, s, r in json.loads(job_list.with_name(f"{job_list.name}.{j}.json").read_text(encoding="utf-8"))]
     finally:
-        for path in [job_list, *(job_list.with_name(f"{job_list.name}.{j}.json") for j in range(1, n + 1))]:
-            path.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- LM text
