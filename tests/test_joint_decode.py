@@ -209,3 +209,31 @@ def test_rescore_never_leaves_the_nbest(overfitted):
     assert int(np.argmax(att)) == 2
     assert texts[rescore_utterance(side, feats[2], nbest, RescoreConfig(attention_weight=1.0))[0]] == TEXTS[2]
     assert math.isfinite(float(att.max()))
+
+
+@pytest.mark.parametrize("option,value,message", [("--ctc-weight", "nan", "CTC weight"), ("--ctc-weight", "1.5", "CTC weight"),
+                                                  ("--attention-weight", "inf", "attention weight"),
+                                                  ("--char-bonus", "-inf", "character bonus"),
+                                                  ("--joint-lm-weight", "-0.5", "LM weight")])
+def test_decode_cli_refuses_bad_mode_weights_in_one_line(option, value, message, tmp_path):
+    """Checked before anything is loaded: exit 1, one line naming the weight, no output file."""
+    from click.testing import CliRunner
+
+    from kocall.cli import main
+
+    out = tmp_path / "hyp.txt"
+    result = CliRunner().invoke(main, ["decode", "--model", str(tmp_path / "none"), "--mode", "joint", option, value,
+                                       "--out", str(out), str(tmp_path / "a.wav")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+    assert not out.exists()
+
+
+def test_joint_mode_needs_an_attention_decoder(tmp_path):
+    from kocall.joint_decode import load_joint_model
+
+    with pytest.raises(KocallError, match="has no Whisper encoder"):
+        load_joint_model(object(), {"arch": "conformer_ctc"}, tmp_path)
+    with pytest.raises(KocallError, match="--attention-checkpoint"):
+        load_joint_model(object(), {"arch": "whisper_ctc"}, tmp_path)

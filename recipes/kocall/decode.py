@@ -296,11 +296,25 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--segmentation", type=click.Choice(["auto", "vad"]), default="auto", show_default=True,
               help="auto: a mono file up to --max-seconds whole, longer or two-channel ones cut by the VAD; "
                    "vad: always cut")
+@click.option("--mode", type=click.Choice(["ctc", "rescore", "joint"]), default="ctc", show_default=True,
+              help="ctc: CTC beam search + LM (fastest); rescore: its N-best rescored by the attention decoder; "
+                   "joint: the decoder's beam search with CTC prefix + LM scores (kocall.joint_decode)")
+@click.option("--attention-checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="full Whisper checkpoint whose decoder a whisper_ctc model uses in rescore/joint modes")
+@click.option("--attention-weight", type=float, default=1.0, show_default=True,
+              help="rescore: x the decoder's log-prob, added to the CTC+LM score")
+@click.option("--rescore-nbest", type=int, default=16, show_default=True, help="rescore: hypotheses rescored")
+@click.option("--ctc-weight", type=float, default=0.3, show_default=True,
+              help="joint: (1 - w) x attention + w x CTC prefix log-prob")
+@click.option("--joint-lm-weight", type=float, default=0.0, show_default=True, help="joint: x the LM's ln score")
+@click.option("--char-bonus", type=float, default=0.0, show_default=True, help="joint: bonus per output character")
+@click.option("--joint-beam", type=int, default=4, show_default=True, help="joint: beam width")
 @allow_pipes_option
 def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bonus, bonus_unit, token_topk,
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds,
                fmt="text", out_dir=None, precision="float", no_lm=False, channel_labels="agent,customer",
-               segmentation="auto", itn=False) -> None:
+               segmentation="auto", itn=False, mode="ctc", attention_checkpoint=None, attention_weight=1.0,
+               rescore_nbest=16, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4) -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
@@ -325,7 +339,18 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                               ("beam", "lm_weight", "word_bonus", "bonus_unit", "token_topk", "token_min_logp"))
     check_outputs(fmt, out, out_dir, len(wavs), {"--model": model_dir, "--lm": lm, "--hotwords": hotwords,
                                                  **{f"input '{w}'": w for w in wavs}})
+    if mode != "ctc":   # weights checked before any model loads (one line each)
+        from kocall.joint_decode import JointConfig, RescoreConfig, quiet_openmp
+
+        quiet_openmp()
+        rescore_cfg = RescoreConfig(attention_weight=attention_weight, nbest=rescore_nbest)
+        joint_cfg = JointConfig(ctc_weight=ctc_weight, lm_weight=joint_lm_weight, char_bonus=char_bonus,
+                                beam=joint_beam)
+        if greedy or nbest_out or itn:
+            raise KocallError(f"--mode {mode} gives one text per utterance: not with --greedy, --nbest-out or --itn")
     if needs_file_path(wavs, fmt, out_dir, max_seconds):
+        if mode != "ctc":
+            raise KocallError(f"--mode {mode} decodes whole utterances as text (--data-dir, --scp or short WAV files)")
         if nbest_out:
             raise KocallError("--nbest-out lists whole-utterance hypotheses: not with --format, --out-dir, or "
                               "two-channel or long recordings")
@@ -360,6 +385,18 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
         except DataError as err:  # report by name, keep going with the rest
             click.echo(f"kocall decode: skipped: {err.format_message()}", err=True)
             failed.append(utt.utt_id)
+    if mode != "ctc":
+        from kocall.joint_decode import ModeSettings, UnitMapper, decode_one, load_joint_model
+
+        joint_model = load_joint_model(model, config, model_dir, attention_checkpoint)
+        settings = ModeSettings(mode, tokenizer, cfg, tables, context, rescore_cfg, joint_cfg, device)
+        mapper = UnitMapper(tokenizer, joint_model.side.tokenizer.token_bytes)
+        texts = {u.utt_id: decode_one(joint_model, model, f, settings, mapper)
+                 for u, f in progress_bar(list(zip(good, feats)), desc=mode, unit="utt", disable=len(good) < 20)}
+        write_outputs(out, texts, None, {})
+        if failed:
+            raise KocallError(f"{len(failed)} of {len(utts)} utterances failed: {' '.join(failed)}")
+        return
     rows = compute_log_probs(model, feats, device) if feats else []
     hyps = decode_rows(rows, cfg, tables, device, greedy, tokenizer.suppressed_ids, batch_size, context)
     texts = {u.utt_id: tokenizer.decode(h[0].tokens) if h else "" for u, h in zip(good, hyps)}

@@ -419,6 +419,18 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
 
 # ------------------------------------------------------------------ model dirs -> the three modes
 
+def quiet_openmp() -> None:
+    """Idle OpenMP workers sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE), unless the user
+    chose otherwise. numba's parallel kernels (features, CTC search) and torch share libgomp; the
+    decoder's many small torch calls ran about five times slower in CPU time beside the spinning
+    workers. Read when libgomp loads: call before torch is imported (the CLI imports it lazily)."""
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @dataclass
 class JointModel:
     """A CTC model dir with an attention decoder beside it: `encode(feats)` gives, from one encoder
