@@ -197,8 +197,11 @@ def pick_hotword_names(train: list[str], heard: list[str], cfg: SynthConfig,
         rng.shuffle(usable)
         said[kind] = usable[:per_kind]
         distractors += usable[per_kind:per_kind + n_distract]
-        if not said[kind]:
+        if not said[kind] and not taken:   # the dev twin makes do with the kinds it has names for
             raise KocallError(f"synth: no new {kind} name is covered by the training syllables")
+    said = {kind: names for kind, names in said.items() if names}
+    if not said:
+        raise KocallError("synth: no new name left for the hotword dev split (a larger train set covers more)")
     return said, distractors
 
 
@@ -214,6 +217,8 @@ def plan_hotword_split(cfg: SynthConfig, plans: dict[str, list[tuple[str, Speake
         [t for t, _ in plans["train"]], existing + lm_text, cfg, rng, taken,
         cfg.hotword_dev_names_per_kind if dev else None, cfg.hotword_dev_names_per_kind // 2 if dev else None)
     slots = hotword_slots(names)
+    templates = [t for t in HOTWORD_TEMPLATES   # only those whose new-name slots have names
+                 if all(kind in names or "{" + kind not in t for kind in HOTWORD_SLOT_NAMES)]
     spk_rng = random.Random(f"spk-{cfg.seed}-{split}")
     plan: list[tuple[str, Speaker]] = []
     used: set[str] = set(existing)
@@ -221,7 +226,7 @@ def plan_hotword_split(cfg: SynthConfig, plans: dict[str, list[tuple[str, Speake
     for _ in range(100000):
         if total >= (cfg.hotword_dev_minutes if dev else cfg.hotword_minutes) * 60:
             break
-        text = fill(rng.choice(HOTWORD_TEMPLATES), rng, slots)
+        text = fill(rng.choice(templates), rng, slots)
         if text in used:
             continue
         speaker = spk_rng.choice(speakers)
