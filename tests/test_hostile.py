@@ -532,3 +532,37 @@ def test_channel_job_files_of_a_killed_run_are_removed_by_the_next(tmp_path: Pat
     (stale / "jobs.json.3.json").write_text("[]")   # job 3 of a run with another --nj
     assert _channel_dispatched([], tmp_path, 2, "run.pl") == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
+def test_an_output_that_is_a_device_fifo_or_link_is_written_through_never_replaced(tmp_path: Path) -> None:
+    """`--json-out /dev/null` as root: the atomic rename would have replaced /dev/null itself."""
+    import stat
+    import threading
+
+    from kocall.fileio import atomic_write
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))   # a /dev/null of our own
+    except PermissionError:
+        pytest.skip("mknod needs root")
+    with atomic_write(null) as handle:
+        handle.write("gone\n")
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with atomic_write(fifo) as handle:
+        handle.write("through\n")
+    reader.join(10)
+    assert got == [b"through\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    (tmp_path / "target").write_text("old\n")
+    (tmp_path / "link").symlink_to("target")
+    with atomic_write(tmp_path / "link") as handle:
+        handle.write("new\n")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target").read_text() == "new\n"
+    with pytest.raises(DataError, match="under /dev or /proc that does not exist"):
+        with atomic_write("/dev/kocall-no-such-device"):
+            pass

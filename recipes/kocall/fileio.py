@@ -104,12 +104,46 @@ def dir_lock(directory: str | os.PathLike, what: str) -> Iterator[None]:
         yield
 
 
+def _special_file(path: Path) -> str | None:
+    """None for a regular file or a missing one; "stream" for /dev/stdout, /dev/null, any path
+    under /dev or /proc, a character device or a FIFO: written as they are, since the rename of
+    an atomic write would replace /dev/null (or the /dev/stdout link) itself; else what it is
+    (refused)."""
+    import stat
+
+    system = os.path.abspath(path).startswith(("/dev/", "/proc/"))
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a path under /dev or /proc that does not exist" if system else None
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if system or stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return "stream"
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "a socket"
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside `path`; rename it over `path` only if the block succeeds.
     A filesystem that refuses (read-only, full, a file where a folder should be) is one
     DataError naming `path`, with nothing left behind."""
     path = Path(path)
+    special = _special_file(path)
+    if special == "stream":   # /dev/null, /dev/stdout, a FIFO: written as they are, never replaced
+        kwargs = {"encoding": encoding} if "b" not in mode else {}
+        try:
+            with open(path, mode.replace("w", "a"), **kwargs) as handle:   # "a": /dev/stdout into a file
+                yield handle
+        except OSError as err:
+            raise DataError(f"cannot write '{path}' ({err.strerror})") from None
+        return
+    if special:
+        raise DataError(f"output '{path}' is {special}, not a file kocall may write; choose a file")
+    if path.is_symlink():   # replace the file the link names, not the link
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
