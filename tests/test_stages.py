@@ -131,3 +131,15 @@ def test_run_sh_rejects_unknown_option() -> None:
     result = subprocess.run([str(ROOT / "run.sh"), "--bogus", "1", "--setup", "false"],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "invalid option --bogus" in result.stderr
+
+
+def test_help_describes_every_option_in_one_line() -> None:
+    """run.sh --help (utils/parse_options.sh): one line per declared option with its value and
+    the comment beside its default in the script, as Kaldi scripts print their help."""
+    result = subprocess.run([str(ROOT / "run.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    names = (ROOT / "run.sh").read_text().split('_kocall_option_vars="')[1].split('"')[0].split()
+    lines = {line.split()[0]: line for line in result.stderr.splitlines() if line.startswith("  --")}
+    assert names and sorted(lines) == sorted("--" + n.replace("_", "-") for n in names)
+    assert "parallel jobs" in lines["--nj"] and "threads" in lines["--threads"]
+    assert all(len(line.split()) >= 3 for line in lines.values()), lines   # option, value, description
