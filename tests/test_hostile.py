@@ -566,3 +566,14 @@ def test_an_output_that_is_a_device_fifo_or_link_is_written_through_never_replac
     with pytest.raises(DataError, match="under /dev or /proc that does not exist"):
         with atomic_write("/dev/kocall-no-such-device"):
             pass
+
+
+def test_a_device_given_as_a_text_input_is_one_line_not_an_endless_read() -> None:
+    from kocall.fileio import read_text
+    from kocall.stage_decode import load_decode_conf
+
+    for device in ("/dev/zero", "/dev/urandom"):
+        with pytest.raises(DataError, match=f"'{device}' is a device, not a file"):
+            read_text(device)
+    with pytest.raises(DataError, match="is a device"):
+        load_decode_conf("/dev/zero")

@@ -367,6 +367,13 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 
         return decode_text(sys.stdin.buffer.read(), "standard input")
     path = Path(path)
+    import stat
+
+    try:   # a device (/dev/zero, /dev/urandom) never ends: reading it would fill the memory
+        if stat.S_ISCHR(os.stat(path).st_mode) or stat.S_ISBLK(os.stat(path).st_mode):
+            raise DataError(f"{what} '{path}' is a device, not a file")
+    except OSError:
+        pass   # reported by the read below
     try:
         data = path.read_bytes()
     except FileNotFoundError:
