@@ -16,12 +16,16 @@ nj=2                # jobs per set (numba threads in one process with --cmd '')
 cmd=run.pl          # run.pl | "slurm.pl [--gpu 1] [--mem 8G]..." (see conf/slurm.conf) | '' (one process)
 config=conf/decode.yaml  # beam, LM weight grid
 hotwords=           # a hotwords list for every set (default: DATA/<set>/hotwords where present)
+mode=ctc            # ctc | rescore | joint: after the CTC decodes, also this attention mode, tuned on DEV
+                    # (in this process; kocall.joint_decode): AMDIR/decode_<set>_<mode>/
+attention_checkpoint=  # full Whisper checkpoint for a whisper_ctc model's rescore/joint modes
 help_message="Usage: $0 [options] AMDIR LANG DATA DEV [TEST...]"
-_kocall_option_vars="device nj cmd config hotwords"
+_kocall_option_vars="device nj cmd config hotwords mode attention_checkpoint"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -lt 4 ]; then echo "$help_message" >&2; exit 1; fi
 amdir=$1; lang=$2; data=$3; shift 3
 . "$(dirname "$0")/../path.sh"
 export NUMBA_NUM_THREADS=${NUMBA_NUM_THREADS:-$nj}
 python -m kocall.stage_decode --device "$device" --config "$config" --nj "$nj" --cmd "$cmd" \
-  ${hotwords:+--hotwords "$hotwords"} "$amdir" "$lang" "$data" "$@"
+  ${hotwords:+--hotwords "$hotwords"} --mode "$mode" ${attention_checkpoint:+--attention-checkpoint "$attention_checkpoint"} \
+  "$amdir" "$lang" "$data" "$@"

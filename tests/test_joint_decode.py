@@ -207,6 +207,11 @@ def test_rescore_never_leaves_the_nbest(overfitted):
         assert 0 <= chosen < len(nbest) and len(att) == len(nbest)
         assert chosen == (0 if weight == 0.0 else int(np.argmax([c + weight * a for (c, _), a in zip(nbest, att)])))
     assert int(np.argmax(att)) == 2
+    # a hypothesis longer than the decoder's positions: no attention score, never chosen over one that has
+    too_long = [(-1.0, "가" * 200)] + nbest
+    chosen, att = rescore_utterance(side, feats[2], too_long, RescoreConfig(attention_weight=1.0))
+    assert att[0] == -np.inf and chosen == 3
+    assert rescore_utterance(side, feats[2], too_long, RescoreConfig(attention_weight=0.0))[0] == 0
     assert texts[rescore_utterance(side, feats[2], nbest, RescoreConfig(attention_weight=1.0))[0]] == TEXTS[2]
     assert math.isfinite(float(att.max()))
 
@@ -237,3 +242,53 @@ def test_joint_mode_needs_an_attention_decoder(tmp_path):
         load_joint_model(object(), {"arch": "conformer_ctc"}, tmp_path)
     with pytest.raises(KocallError, match="--attention-checkpoint"):
         load_joint_model(object(), {"arch": "whisper_ctc"}, tmp_path)
+
+
+def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
+    """A whisper_hybrid model dir (one epoch through the trainer: the wiring, not accuracy):
+    `kocall decode --mode joint` gives what the library gives utterance by utterance, and
+    `--mode rescore` always answers one of the CTC search's N-best."""
+    pytest.importorskip("tokenizers")
+    from click.testing import CliRunner
+
+    from kocall.cli import main
+    from kocall.decode import FeatureMaker, InputUtt
+    from kocall.fileio import read_table
+    from kocall.joint_decode import ModeSettings, decode_one, load_joint_model
+    from kocall.model_dir import load_model_dir
+    from kocall.trainer import RunOptions, run_training
+    from kocall_kernels.ctc_decoder import DecoderConfig
+    from tests.test_train import N_MELS, CharTokenizer, make_data_dir, make_lang
+    from tests.test_train import TEXTS as TRAIN_TEXTS
+    from tests.test_whisper_hybrid import hybrid_conf, tiny_full_checkpoint, tiny_tokenizer
+
+    train = make_data_dir(tmp_path, TRAIN_TEXTS, seed=0)
+    lang = make_lang(tmp_path)
+    whisper_tok = tiny_tokenizer(tmp_path / "tokenizer.json", TRAIN_TEXTS)
+    tiny_full_checkpoint(tmp_path / "tiny.pt", N_MELS, whisper_tok.n_vocab)
+    conf = hybrid_conf(tmp_path / "h.yaml", tmp_path / "tiny.pt", tmp_path / "tokenizer.json", epochs=1)
+    run_training(RunOptions(model_conf=str(conf), train_dir=str(train), dev_dir=str(train), lang_dir=str(lang),
+                            exp_dir=str(tmp_path / "exp"), threads=1, seed=3, progress=False),
+                 tokenizer=CharTokenizer.from_lang_dir(lang))
+    final = tmp_path / "exp" / "final"
+    runner = CliRunner()
+    outs = {}
+    for mode in ("joint", "rescore", "ctc"):
+        out = tmp_path / f"{mode}.txt"
+        extra = ["--nbest", "16", "--nbest-out", str(tmp_path / "nbest.txt")] if mode == "ctc" else []
+        result = runner.invoke(main, ["decode", "--model", str(final), "--data-dir", str(train), "--mode", mode,
+                                      "--beam", "16", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        outs[mode] = read_table(out, allow_empty_value=True)
+
+    model, tok, config = load_model_dir(final)
+    jm = load_joint_model(model, config, final)
+    settings = ModeSettings("joint", tok, DecoderConfig(beam=16, lm_weight=0.0, word_bonus=1.0))
+    make_feats = FeatureMaker(final, config)
+    feats_scp = read_table(train / "feats.scp")
+    for utt, spec in feats_scp.items():
+        assert outs["joint"][utt] == decode_one(jm, model, make_feats(InputUtt(utt, spec, True)), settings)
+    nbest = read_table(tmp_path / "nbest.txt", allow_empty_value=True)
+    for utt, text in outs["rescore"].items():
+        candidates = {" ".join(v.split()[3:]) for k, v in nbest.items() if k.rsplit("-", 1)[0] == utt}
+        assert text in candidates

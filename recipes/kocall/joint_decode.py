@@ -175,16 +175,22 @@ class AttentionSide:
         if not texts:
             return np.zeros(0)
         hyps = [self.tokenizer.encode(LEADING_SPACE + t) if t else [] for t in texts]
-        with torch.inference_mode():
-            scores = token_log_probs(self.decoder, audio_features, self.sot, hyps, self.eot)
-        return scores.double().cpu().numpy()
+        room = int(getattr(self.decoder, "n_ctx", 448)) - len(self.sot) - 1   # positions left for text (+ eot)
+        fits = [i for i, h in enumerate(hyps) if len(h) <= room]
+        scores = np.full(len(hyps), -np.inf)   # a text the decoder cannot hold cannot be scored by it
+        if fits:
+            with torch.inference_mode():
+                scored = token_log_probs(self.decoder, audio_features, self.sot, [hyps[i] for i in fits], self.eot)
+            scores[fits] = scored.double().cpu().numpy()
+        return scores
 
 
 # ------------------------------------------------------------------ rescore mode
 
 def rescore_nbest(ctc_scores: Sequence[float], att_scores: Sequence[float], cfg: RescoreConfig) -> int:
     """Index of the N-best entry with the best combined score (ties: the earlier, i.e. CTC's order)."""
-    combined = [c + cfg.attention_weight * a for c, a in zip(ctc_scores, att_scores)]
+    # weight 0 ignores the decoder entirely (0 x -inf, a text it cannot hold, would be nan)
+    combined = [c + (cfg.attention_weight * a if cfg.attention_weight else 0.0) for c, a in zip(ctc_scores, att_scores)]
     if not combined:
         raise KocallError("rescore: an empty N-best list")
     return max(range(len(combined)), key=lambda i: (combined[i], -i))
@@ -567,3 +573,118 @@ def decode_one(jm: JointModel | None, model, feats: np.ndarray, settings: ModeSe
     hyps = joint_decode_utterance(jm.side, audio, lp, mapper, settings.joint, tok.blank_id, tables,
                                   settings.context, backend="cuda" if settings.device == "cuda" else "cpu")
     return hyps[0].text if hyps else ""
+
+
+# ------------------------------------------------------------------ the decode stage's attention modes
+
+def masked(log_probs: np.ndarray, suppressed: Sequence[int]) -> np.ndarray:
+    """CTC log-probs with the units a decoder never emits (`<unk>`) at -inf."""
+    out = log_probs.copy()
+    out[:, list(suppressed)] = -np.inf
+    return out
+
+
+def rescore_lists(jm: JointModel, encoded: list, tokenizer, ctc_cfg, lm_tables, nbest: int, context=None) -> list:
+    """Per utterance (CTC+LM N-best [(score, text)], the decoder's log-prob of each): computed once,
+    so that every attention weight only recombines them."""
+    import dataclasses
+
+    from kocall.decode import decode_posteriors
+
+    cfg = dataclasses.replace(ctc_cfg, nbest=nbest, beam=max(ctc_cfg.beam, nbest))
+    out = []
+    for audio, lp in encoded:
+        lp = masked(lp, tokenizer.suppressed_ids)
+        hyps = decode_posteriors(lp[None], np.array([lp.shape[0]]), cfg, lm_tables, context=context)[0]
+        nbest_list = [(h.score, tokenizer.decode(h.tokens)) for h in hyps] or [(0.0, "")]
+        out.append((nbest_list, jm.side.teacher_forced(audio, [t for _, t in nbest_list])))
+    return out
+
+
+def rescored_texts(lists: list, cfg: RescoreConfig) -> list[str]:
+    return [nb[rescore_nbest([s for s, _ in nb], att, cfg)][1] for nb, att in lists]
+
+
+def joint_texts(jm: JointModel, encoded: list, tokenizer, cfg: JointConfig, lm_tables, mapper: UnitMapper,
+                context=None, device: str = "cpu") -> list[str]:
+    from kocall.progress import progress_bar
+
+    texts = []
+    for audio, lp in progress_bar(encoded, desc="joint", unit="utt", disable=len(encoded) < 20):
+        hyps = joint_decode_utterance(jm.side, audio, masked(lp, tokenizer.suppressed_ids), mapper, cfg,
+                                      tokenizer.blank_id, lm_tables if cfg.lm_weight > 0 else None, context,
+                                      backend="cuda" if device == "cuda" else "cpu")
+        texts.append(hyps[0].text if hyps else "")
+    return texts
+
+
+def mode_grid(conf: dict, mode: str) -> list[Any]:
+    """The configs of a mode's grid (conf/decode.yaml `rescore:` / `joint:`), in the config's order."""
+    import itertools
+
+    section = conf.get(mode) or {}
+    try:
+        if mode == "rescore":
+            return [RescoreConfig(attention_weight=float(w), nbest=int(section.get("nbest", 16)))
+                    for w in section.get("attention_weight", [1.0])]
+        return [JointConfig(ctc_weight=float(c), lm_weight=float(lw), char_bonus=float(b),
+                            beam=int(section.get("beam", 4)), pre_beam=int(section.get("pre_beam", 8)))
+                for c, lw, b in itertools.product(section.get("ctc_weight", [0.3]), section.get("lm_weight", [0.0]),
+                                                  section.get("char_bonus", [0.0]))]
+    except (TypeError, ValueError) as err:
+        raise KocallError(f"decode config section '{mode}': not a list of numbers ({err})") from None
+    except KocallError as err:
+        raise KocallError(f"decode config section '{mode}': {err.format_message()}") from None
+
+
+def run_attention_mode(dec: Any, mode: str, data: Path, sets: list[str], checkpoint: str | None) -> dict:
+    """The decode stage's rescore or joint mode, in this process, after the CTC part: the mode's grid
+    (conf/decode.yaml) searched on the dev set by CER, the best written to
+    AMDIR/decode_<dev>_<mode>/best_weights.json, and every set decoded with it into
+    AMDIR/decode_<set>_<mode>/ (hyp.txt, decode_info.json). The CTC search (rescore's N-best)
+    uses the weights the CTC grid chose."""
+    import json
+
+    from kocall.datadir import load_data_dir
+    from kocall.fileio import atomic_write, read_json
+    from kocall.scoring import score_texts
+    from kocall.stage_decode import set_features, write_decode
+
+    checkpoint = checkpoint or dec.conf.get("attention_checkpoint")
+    config = read_json(dec.amdir / "final" / "config.json")
+    jm = load_joint_model(dec.model, config, dec.amdir / "final", checkpoint)
+    grid = mode_grid(dec.conf, mode)
+    ctc_cfg = dec.best_config(dec.chosen_weights(sets[0]))
+    mapper = UnitMapper(dec.tokenizer, jm.side.tokenizer.token_bytes)
+
+    def encode(name: str) -> tuple[list[str], list]:
+        ids, feats = set_features(data / name, dec.make_feats)
+        return ids, [jm.encode(f) for f in feats]
+
+    def texts_of(encoded: list, cfg: Any, lists: list | None) -> list[str]:
+        if mode == "rescore":
+            return rescored_texts(lists, cfg)
+        return joint_texts(jm, encoded, dec.tokenizer, cfg, dec.tables, mapper, device=dec.device)
+
+    dev_ids, dev_encoded = encode(sets[0])
+    dev_lists = (rescore_lists(jm, dev_encoded, dec.tokenizer, ctc_cfg, dec.tables, grid[0].nbest)
+                 if mode == "rescore" else None)
+    refs_all = load_data_dir(data / sets[0]).text
+    refs = {u: refs_all[u] for u in dev_ids}
+    trials = []
+    for cfg in grid:
+        hyps = dict(zip(dev_ids, texts_of(dev_encoded, cfg, dev_lists)))
+        trials.append({**{k: v for k, v in cfg.__dict__.items()}, "cer": score_texts(refs, hyps).cer})
+    best_index = min(range(len(trials)), key=lambda i: (trials[i]["cer"], i))
+    best = grid[best_index]
+    with atomic_write(dec.amdir / f"decode_{sets[0]}_{mode}" / "best_weights.json") as handle:
+        handle.write(json.dumps({**trials[best_index], "set": sets[0], "trials": trials}, indent=1) + "\n")
+    info = {"decoder": mode, "beam": ctc_cfg.beam, "lm": str(dec.lm_path), "lm_weight": ctc_cfg.lm_weight,
+            "word_bonus": ctc_cfg.word_bonus, "attention_checkpoint": str(checkpoint) if checkpoint else None,
+            **{f"{mode}_{k}": v for k, v in best.__dict__.items()}}
+    for name in sets:
+        ids, encoded = (dev_ids, dev_encoded) if name == sets[0] else encode(name)
+        lists = (rescore_lists(jm, encoded, dec.tokenizer, ctc_cfg, dec.tables, best.nbest)
+                 if mode == "rescore" else None)
+        write_decode(dec.amdir / f"decode_{name}_{mode}", ids, texts_of(encoded, best, lists), info)
+    return trials[best_index]

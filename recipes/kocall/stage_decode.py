@@ -98,6 +98,13 @@ def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, 
                   job: int = 1) -> tuple[list[str], list[np.ndarray]]:
     """(utterance ids, log-probs) of a set, or of its part `job` of `nj` (contiguous, as every
     split stage cuts); unusable utterances are reported and left out."""
+    ids, feats = set_features(data_dir, make_feats, nj, job)
+    return ids, compute_log_probs(model, feats, device)
+
+
+def set_features(data_dir: Path, make_feats: FeatureMaker, nj: int = 1, job: int = 1
+                 ) -> tuple[list[str], list[np.ndarray]]:
+    """(utterance ids, model-ready features) of a set or of its part `job` of `nj` (set_log_probs)."""
     from kocall.jobs import split_contiguous
 
     data = load_data_dir(data_dir)
@@ -116,7 +123,7 @@ def set_log_probs(model, data_dir: Path, make_feats: FeatureMaker, device: str, 
             ids.append(utt)
         except DataError as err:
             log.warning("skipped: %s", err.format_message())
-    return ids, compute_log_probs(model, feats, device)
+    return ids, feats
 
 
 def hotword_lists(data: Path, sets: list[str], hotwords: str | None) -> dict[str, Path]:
@@ -157,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job", type=argparse_type("job", "--job"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--round", choices=ROUNDS, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hotwords", default=None, help="one hotwords list for every set (default: DATA/<set>/hotwords)")
+    parser.add_argument("--mode", default="ctc", choices=["ctc", "rescore", "joint"],
+                        help="after the CTC decodes, also this attention mode, tuned on dev in this process "
+                             "(kocall.joint_decode; default: %(default)s)")
+    parser.add_argument("--attention-checkpoint", default=None,
+                        help="full Whisper checkpoint for a whisper_ctc model's rescore/joint modes "
+                             "(default: the config's attention_checkpoint)")
     parser.add_argument("amdir", help="the model's experiment dir (AMDIR/final is the model dir)")
     parser.add_argument("lang", help="lang dir (tokens.txt, lm/lm.arpa)")
     parser.add_argument("data", help="the folder of the data dirs of the sets")
@@ -166,6 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     amdir, lang, data = Path(args.amdir), Path(args.lang), Path(args.data)
     try:
+        if args.mode != "ctc" and args.job is None:   # the mode's grid checked before any decoding
+            from kocall.joint_decode import mode_grid, quiet_openmp
+
+            quiet_openmp()
+            mode_grid(load_decode_conf(args.decode_conf), args.mode)
         if args.job is not None:
             if args.round is None:
                 raise KocallError("--job needs --round grid|final")
@@ -176,6 +194,12 @@ def main(argv: list[str] | None = None) -> None:
                            args.hotwords)
         else:
             run_stage(amdir, lang, data, args.sets, args.device, args.decode_conf, args.hotwords)
+        if args.mode != "ctc" and args.job is None:
+            from kocall.joint_decode import run_attention_mode
+
+            best = run_attention_mode(StageDecoder.load(amdir, lang, args.device, args.decode_conf), args.mode, data,
+                                      args.sets, args.attention_checkpoint)
+            log.info("%s mode: dev CER %.2f with %s", args.mode, best["cer"], best)
     except KocallError as err:
         raise SystemExit(f"decode: {err.format_message()}")
     except OSError as err:   # a read-only or full filesystem under AMDIR
