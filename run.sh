@@ -33,11 +33,13 @@ lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (ch
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
 seed=1              # seed of the synthetic corpus, the data split, training and augmentation
 hotwords=           # a hotwords list (phrase [:weight] a line) for every set; default: each set's own hotwords file
+decode_mode=ctc     # ctc | rescore | joint: stage 5 also decodes with Whisper's decoder (kocall.joint_decode), tuned on dev
+attention_checkpoint=  # full Whisper checkpoint for rescore/joint with a whisper_ctc model (a whisper_hybrid has its own)
 allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # let wav.scp/feats.scp entries be shell pipes (`cmd |`); default: KOCALL_ALLOW_PIPES
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords"
+_kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords decode_mode attention_checkpoint"
 recipe_command="$0$(printf ' %q' "$@")"   # the model card (stage 7) says how its model was made
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
@@ -181,12 +183,15 @@ fi
 #   settings (conf/decode.yaml hotword_grid) on dev_hotwords when the corpus has it.
 #   in:  $amdir/final, $lang/lm/lm.arpa, $data/{dev,<test sets>}
 #   out: $amdir/decode_<set>_{greedy,beam}/hyp.txt, $amdir/decode_dev_beam/best_weights.json,
-#        and with hotwords (--hotwords, or $data/<set>/hotwords) $amdir/decode_<set>_beam_hotwords/hyp.txt
+#        and with hotwords (--hotwords, or $data/<set>/hotwords) $amdir/decode_<set>_beam_hotwords/hyp.txt;
+#        with --decode-mode rescore|joint also $amdir/decode_<set>_<mode>/ (weights: decode_dev_<mode>/best_weights.json)
 if in_stage 5 "decoding"; then
   if stage_begin "$exp/.done/$(basename "$amdir").decode" "$exp/.done/$(basename "$amdir").train" \
-       "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} -- "device=$device" \
-       ${hotwords:+"hotwords=$hotwords"}; then
+       "$data/.done/lm_$unit" conf/decode.yaml steps/decode.sh ${hotwords:+"$hotwords"} \
+       ${attention_checkpoint:+"$attention_checkpoint"} -- "device=$device" ${hotwords:+"hotwords=$hotwords"} \
+       $([ "$decode_mode" = ctc ] || echo "decode_mode=$decode_mode"); then
     steps/decode.sh --device "$device" --nj "$nj" --cmd "$cmd" --config conf/decode.yaml --hotwords "$hotwords" \
+      --mode "$decode_mode" --attention-checkpoint "$attention_checkpoint" \
       "$amdir" "$lang" "$fdata" dev $(dev_sets) $(test_sets)
     stage_end
   fi
