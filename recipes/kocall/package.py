@@ -227,8 +227,8 @@ def model_card(amdir: Path, lang: Path, pkg: Path, files: dict[str, int], corpus
     lines = [f"# {amdir.name}", "",
              f"A Korean telephone speech recogniser (CTC, family `{config.get('arch', 'conformer_ctc')}`, "
              f"{units} output units) packaged by kocall {__version__}.", "",
-             "## Use", "", "```",
-             f"kocall decode --model {pkg.name if pkg.name != '.' else 'PACKAGE'} --format ctm call.wav",
+             "## Use", "", "PACKAGE is this folder (copy it anywhere; nothing else is needed).", "", "```",
+             "kocall decode --model PACKAGE --format ctm call.wav",
              "```", "", "```python", "from kocall import Transcriber",
              "result = Transcriber(\"PACKAGE\").transcribe(\"call.wav\")", "print(result.text)", "```", "",
              "## Training data", "", f"- Data: {data}.", f"- Licence terms: {terms}.",
@@ -243,11 +243,15 @@ def model_card(amdir: Path, lang: Path, pkg: Path, files: dict[str, int], corpus
     results = _optional_text(amdir / "RESULTS.md")
     if results:
         lines += ["## Results (decode stage, float model)", ""] + [
-            line for line in results.splitlines() if not line.startswith("# ")] + [""]
+            "#" + line if line.startswith("## ") else line
+            for line in results.splitlines() if not line.startswith("# ")] + [""]
     report = _optional_text(amdir / "report.md")
     if report:
         lines += ["## Accuracy, size and speed (report stage: float and int8)", ""] + _section(report, "Summary")
         lines += ["", "RTF = processing seconds / audio seconds, one utterance at a time; CRR = (1 - CER) x 100."]
+    else:
+        lines += ["## Speed", "", "Not measured here: the report stage (steps/report.sh) times the float and int8 "
+                  "networks (RTF, peak memory) and its summary then appears in this card."]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -4,7 +4,7 @@ threshold and hysteresis (no model, no extra package).
 Why our own: of the registry's VADs, webrtcvad-wheels (a C GMM) and silero-vad (a TorchScript
 network in its wheel, MIT) both ship their model; silero needs 32 ms network steps per channel
 and webrtcvad a new compiled dependency. A call-centre channel is one speaker over a quiet
-line, where band energy separates speech from pauses at no cost; RESULTS.md beside this file
+line, where band energy separates speech from pauses at no cost; bench/RESULTS_transcribe.md
 measures it against the known boundaries of concatenated utterances.
 
 How:
