@@ -353,11 +353,19 @@ def test_two_channel_recording_is_decoded_per_channel_and_merged(pkg, tmp_path: 
     assert run.stdout == f"call-caller {result.channel_text('caller')}\ncall-rep {result.channel_text('rep')}\n"
 
 
-def test_long_mono_recording_goes_through_the_vad(pkg) -> None:
+def test_long_mono_recording_goes_through_the_vad(pkg, tmp_path: Path) -> None:
     signal = bursts([(0.5, 1.5), (2.5, 3.6)], 4.5, seed=3)
     result = Transcriber(pkg["pkg"], max_seconds=2.0).transcribe(signal.astype(np.int16), SR)
     assert [s.channel for s in result.segments] == [None] * len(result.segments) and len(result.segments) == 2
     assert result.segments[0].end <= 1.8 and result.segments[1].start >= 2.2
+    path = tmp_path / "long.wav"
+    write_wav(path, signal, SR)
+    for args in (["--max-seconds", 2.0], ["--segmentation", "vad"]):   # the CLI takes the same path
+        run = invoke(["--model", pkg["pkg"], "--format", "json", *args, path])
+        assert run.exit_code == 0, run.output
+        segments = json.loads(run.stdout)["segments"]
+        assert [(s["start"], s["end"], s["text"]) for s in segments] == [
+            (s.start, s.end, s.text) for s in result.segments]
 
 
 # ------------------------------------------------------------------ bad input

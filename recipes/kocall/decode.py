@@ -348,7 +348,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                                 beam=joint_beam)
         if greedy or nbest_out or itn:
             raise KocallError(f"--mode {mode} gives one text per utterance: not with --greedy, --nbest-out or --itn")
-    if needs_file_path(wavs, fmt, out_dir, max_seconds):
+    if needs_file_path(wavs, fmt, out_dir, max_seconds, segmentation):
         if mode != "ctc":
             raise KocallError(f"--mode {mode} decodes whole utterances as text (--data-dir, --scp or short WAV files)")
         if nbest_out:

@@ -27,12 +27,14 @@ def explicit_settings(ctx: click.Context, names: Sequence[str]) -> dict[str, Any
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
 
 
-def needs_file_path(wavs: Sequence[str], fmt: str, out_dir: str | None, max_seconds: float) -> bool:
+def needs_file_path(wavs: Sequence[str], fmt: str, out_dir: str | None, max_seconds: float,
+                    segmentation: str = "auto") -> bool:
     """Whether WAV inputs must go through the transcriber: another format than text, one file per
-    input, or a recording the utterance path refuses (two channels, longer than max_seconds)."""
+    input, VAD segmentation asked for, or a recording the utterance path refuses (two channels,
+    longer than max_seconds)."""
     if not wavs:
         return False
-    if fmt != "text" or out_dir:
+    if fmt != "text" or out_dir or segmentation != "auto":
         return True
     import soundfile as sf
 
