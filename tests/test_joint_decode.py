@@ -292,3 +292,17 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
     for utt, text in outs["rescore"].items():
         candidates = {" ".join(v.split()[3:]) for k, v in nbest.items() if k.rsplit("-", 1)[0] == utt}
         assert text in candidates
+
+
+def test_search_vocabulary_keeps_what_can_be_spelt(ours):
+    """Token bytes a hypothesis may hold: Hangul (whole or cut), numbers, punctuation, letters our
+    units have; not letters they lack, nor scripts the normaliser would drop."""
+    from kocall.joint_decode import token_can_be_spelt
+
+    mapper = UnitMapper(ours, SyllableTokenizer().token_bytes)
+    syllable = "명".encode()
+    for ok in (" 명동".encode(), syllable[:2], syllable[2:], syllable[1:], "3".encode(), "!".encode(), " ".encode()):
+        assert token_can_be_spelt(ok, mapper), ok
+    for bad in ("Q".encode(), " 你好".encode(), "дом".encode(), "ㅋㅋ".encode(), b"\xff", "명".encode() + b"\x80\x80\x80"):
+        assert not token_can_be_spelt(bad, mapper), bad
+    assert mapper.units("명 你".encode()) is None

@@ -105,6 +105,17 @@ def complete_prefix(data: bytes) -> bytes | None:
         return None
 
 
+def _foreign_letter(ch: str) -> bool:
+    """A letter or digit the normaliser would drop rather than read (Hanja, kana, Cyrillic,
+    compatibility jamo): writing it must not be a way round the CTC score, so it ends the
+    hypothesis. Hangul syllables, ASCII and what folds to ASCII (full-width forms, accents) pass."""
+    import unicodedata
+
+    if not ch.isalnum() or ch.isascii() or "\uac00" <= ch <= "\ud7a3":
+        return False
+    return not unicodedata.normalize("NFKD", ch)[:1].isascii()
+
+
 def _plain_hangul(text: str) -> bool:
     """Hangul syllables and spaces only: text the normaliser leaves as it is (spaces collapsed)."""
     return all(ch == " " or "\uac00" <= ch <= "\ud7a3" for ch in text)
@@ -127,10 +138,18 @@ class UnitMapper:
         if key in self._cache:
             return self._cache[key]
         text = key.decode("utf-8", errors="ignore")
-        text = " ".join(text.split()) if _plain_hangul(text) else normalize_text(text)
-        hit: tuple[int, ...] | None = tuple(self.tokenizer.encode(text)) if text else ()
-        if hit and self.tokenizer.unk_id in hit:
+        if _plain_hangul(text):
+            text = " ".join(text.split())
+        elif any(_foreign_letter(ch) for ch in text):
+            text = None
+        else:
+            text = normalize_text(text)
+        if text is None:
             hit = None
+        else:
+            hit = tuple(self.tokenizer.encode(text)) if text else ()
+            if hit and self.tokenizer.unk_id in hit:
+                hit = None
         if len(self._cache) > 200_000:   # a bound on memory over a long run
             self._cache.clear()
         self._cache[key] = hit
@@ -145,6 +164,45 @@ def count_chars(tokenizer: Any, units: Sequence[int]) -> int:
     return len(tokenizer.decode(list(units)).replace(" ", ""))
 
 
+HANGUL_LEAD_BYTES = range(0xEA, 0xEE)   # UTF-8 lead bytes of the syllables U+AC00-U+D7A3
+
+
+def token_can_be_spelt(data: bytes, mapper: UnitMapper) -> bool:
+    """Whether a token's bytes can be part of a text our units spell: up to two continuation bytes
+    (the end of a syllable), whole characters that normalise to spellable text (or to nothing:
+    punctuation), and at most the start of a Hangul syllable at the end."""
+    start = 0
+    while start < len(data) and 0x80 <= data[start] < 0xC0:
+        start += 1
+    if start > 2:
+        return False
+    end = len(data)
+    for back in range(1, min(3, len(data) - start) + 1):   # an unfinished character at the end
+        byte = data[end - back]
+        if byte >= 0xC0:
+            if back < (3 if byte >= 0xE0 else 2) or byte >= 0xF0:
+                if byte not in HANGUL_LEAD_BYTES:
+                    return False
+                end -= back
+            break
+        if byte < 0x80:
+            break
+    middle = data[start:end]
+    try:
+        middle.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return mapper.units(middle) is not None
+
+
+def searchable_tokens(tokenizer: Any, mapper: UnitMapper) -> np.ndarray:
+    """Text token ids (below eot) whose bytes can be part of a spellable text, then eot: the joint
+    search's vocabulary. Every other token would end its hypothesis (module docstring), so the
+    decoder's output projection and softmax skip them (Whisper base: 51,865 rows)."""
+    ids = [t for t in range(int(tokenizer.eot)) if token_can_be_spelt(tokenizer.token_bytes(t), mapper)]
+    return np.array(ids + [int(tokenizer.eot)], dtype=np.int64)
+
+
 # ------------------------------------------------------------------ the decoder side
 
 @dataclass
@@ -156,6 +214,20 @@ class AttentionSide:
     decoder: Any
     tokenizer: Any
     language: str = "ko"
+    _vocab: tuple | None = None   # (the mapper's units, token ids, their output rows) of the last search
+
+    def search_vocabulary(self, mapper: UnitMapper):
+        """(token ids (N,) numpy, the decoder's output rows for them (N, d)): the joint search's
+        vocabulary (`searchable_tokens`), computed once per unit inventory."""
+        import torch
+
+        key = tuple(mapper.tokenizer.symbols)
+        if self._vocab is None or self._vocab[0] != key:
+            ids = searchable_tokens(self.tokenizer, mapper)
+            with torch.no_grad():
+                rows = self.decoder.token_embedding.weight.index_select(0, torch.from_numpy(ids)).clone()
+            self._vocab = (key, ids, rows)
+        return self._vocab[1], self._vocab[2]
 
     @property
     def sot(self) -> list[int]:
@@ -345,16 +417,22 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
         return (1.0 - lam) * att + lam * ctc + alpha * lm10 + cfg.char_bonus * chars(units) + ctx
 
     device = audio_features.device
+    # The search's vocabulary: text tokens that can be spelt, and eot (column j is token vocab[j]);
+    # the softmax is over these alone, as if the others had been ruled out beforehand.
+    vocab, out_rows = side.search_vocabulary(mapper)
+    out_rows = out_rows.to(device)
     cache: dict = {}
     hyps = [_Hyp([], b"", 0.0, (), (scorer.root,))]
     ended: list[JointHypothesis] = []
     with torch.inference_mode():
         logits = side.decoder(torch.tensor([sot], device=device), audio_features, kv_cache=cache,
-                              audio_mask=audio_mask)[:, -1]
+                              audio_mask=audio_mask, output_rows=out_rows)[:, -1]
         for step in range(max_tokens):
-            att = torch.log_softmax(logits[:, : eot + 1].float(), dim=-1).cpu().numpy().astype(np.float64)
-            k = min(cfg.pre_beam, eot + 1)
-            top = np.argpartition(-att, k - 1, axis=1)[:, :k]
+            att_cols = torch.log_softmax(logits.float(), dim=-1).cpu().numpy().astype(np.float64)
+            k = min(cfg.pre_beam, len(vocab))
+            top_cols = np.argpartition(-att_cols, k - 1, axis=1)[:, :k]
+            top = vocab[top_cols]
+            att = {(h, int(vocab[c])): att_cols[h, c] for h in range(len(hyps)) for c in top_cols[h]}
             # candidates: (hyp index, token, new bytes, units)
             cands = []
             jobs: dict[tuple[int, tuple[int, ...]], int] = {}
@@ -382,7 +460,7 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
             scored = []
             for h, token, data, units, job in cands:
                 hyp = hyps[h]
-                a = hyp.att + float(att[h, token])
+                a = hyp.att + float(att[h, token])   # (hypothesis, token) -> its log-prob
                 if job is None:    # end of sentence: the CTC's full probability of the units
                     ctc, lm10, ctx = scorer.final(hyp.states[-1])
                     states = hyp.states
@@ -413,7 +491,7 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
             if audio_features.size(0) != len(rows):
                 audio_features = audio_features[:1].expand(len(rows), -1, -1)
             last_tokens = torch.tensor([[h.tokens[-1]] for h in hyps], device=device)
-            logits = side.decoder(last_tokens, audio_features, kv_cache=cache)[:, -1]
+            logits = side.decoder(last_tokens, audio_features, kv_cache=cache, output_rows=out_rows)[:, -1]
     if not ended:   # ran out of tokens: end the running hypotheses where they are
         for hyp in hyps:
             ctc, lm10, ctx = scorer.final(hyp.states[-1])

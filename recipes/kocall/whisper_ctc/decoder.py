@@ -128,12 +128,15 @@ class TextDecoder(nn.Module):
         return int(kv_cache["blocks.0.attn.key"].shape[1])
 
     def forward(self, tokens: torch.Tensor, audio_features: torch.Tensor, kv_cache: KVCache | None = None,
-                audio_mask: torch.Tensor | None = None) -> torch.Tensor:
+                audio_mask: torch.Tensor | None = None, output_rows: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, U) int64, audio_features (B, T, d) -> logits (B, U, n_vocab) float32.
 
         Without a cache the tokens are whole sequences (teacher forcing; right padding does not
         change the earlier positions' logits). With a dict, they continue what it holds and the
         dict is updated in place; audio_mask is stored on the first call and reused.
+        output_rows (N, d): the output projection's rows (default: the whole token embedding); a
+        search over a subset of the vocabulary passes `token_embedding.weight[ids]` and gets
+        logits (B, U, N) for those ids, without the cost of the other rows.
         """
         if tokens.dim() != 2 or audio_features.dim() != 3 or tokens.size(0) != audio_features.size(0):
             raise KocallError(f"decoder input: tokens (B, U) and audio features (B, T, d) with the same B, got "
@@ -167,7 +170,8 @@ class TextDecoder(nn.Module):
         for index, block in enumerate(self.blocks):
             x = block(x, audio_features, self_mask, cross_mask, kv_cache, f"blocks.{index}")
         x = self.ln(x)
-        return (x @ self.token_embedding.weight.to(x.dtype).t()).float()
+        rows = self.token_embedding.weight if output_rows is None else output_rows
+        return (x @ rows.to(x.dtype).t()).float()
 
     @staticmethod
     def reorder_cache(kv_cache: KVCache, rows: torch.Tensor) -> KVCache:
