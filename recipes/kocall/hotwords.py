@@ -52,7 +52,7 @@ from typing import Mapping
 
 from kocall.errors import DataError
 from kocall.fileio import atomic_write
-from kocall.options import BOUNDS, check_bound
+from kocall.options import BOUNDS
 from kocall.text_norm import normalize_text
 
 HOTWORDS_FILE = "hotwords"  # a data dir's own list: DATA/<set>/hotwords
@@ -99,7 +99,7 @@ def read_hotwords(path: str | os.PathLike) -> list[Hotword]:
             low, high, _ = BOUNDS["hotword_weight"]
             if not math.isfinite(weight) or not 0 < weight <= high:
                 raise DataError(f"hotwords file '{path}' line {lineno}: weight of '{match.group(1)}' "
-                                f"must be a number above {low:g}, at most {high:g}, not {match.group(2)}")
+                                f"must be a positive number, at most {high:g}, not {match.group(2)}")
             line = match.group(1)
         phrase = normalize_text(line)
         if not phrase:
@@ -135,9 +135,13 @@ def compile_hotwords(path: str | os.PathLike, tokenizer, weight: float, lm_table
     the module docstring)."""
     from kocall_kernels.ctc_decoder.context_graph import ContextGraph
 
-    if check_bound("hotword_weight", weight, "the hotword weight") <= 0:
-        raise DataError(f"the hotword weight must be a positive number, not {weight}")
-    check_bound("hotword_lm_compensation", lm_compensation, "the hotword LM compensation")
+    for value, name in ((weight, "hotword_weight"), (lm_compensation, "hotword_lm_compensation")):
+        low, high, _ = BOUNDS[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high) or \
+                (name == "hotword_weight" and value <= 0):
+            what = "hotword weight" if name == "hotword_weight" else "hotword LM compensation"
+            raise DataError(f"the {what} must be a number in ({low:g}, {high:g}], not {value}" if name == "hotword_weight"
+                            else f"the {what} must be a number from {low:g} to {high:g}, not {value}")
     compensate = lm_tables is not None and lm_compensation > 0 and lm_weight > 0
     phrases = []
     for hw in read_hotwords(path):
