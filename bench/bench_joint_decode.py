@@ -111,14 +111,13 @@ def main() -> None:
     from kocall.decode import load_lm_tables
     from kocall.features import model_fbank_config, wav_to_fbank
     from kocall.dataset import load_cmvn_stats
-    from kocall.joint_decode import (JointConfig, ModeSettings, RescoreConfig, UnitMapper, decode_one,
-                                     joint_decode_utterance, load_joint_model, rescore_nbest)
+    from kocall.joint_decode import (JointConfig, ModeSettings, RescoreConfig, UnitMapper, decode_one, joint_texts,
+                                     load_joint_model, rescore_lists, rescored_texts)
     from kocall.model_dir import load_model_dir
     from kocall.report import ReportConfig, load_utts, set_threads
     from kocall.scoring import score_texts
     from kocall.text_norm import normalize_text
     from kocall_kernels.ctc_decoder import DecoderConfig
-    from kocall.decode import decode_posteriors
 
     set_threads(args.threads)
     if args.model is None:
@@ -158,19 +157,10 @@ def main() -> None:
     encoded = [jm.encode(feats_of(u.samples)) for u in dev]
     log(f"dev: {len(dev)} utterances encoded")
     if "rescore" in args.modes:
-        n = args.rescore_nbest
-        cfg_n = DecoderConfig(**{**ctc_cfg.__dict__, "nbest": n, "beam": max(ctc_cfg.beam, n)})
-        lists = []
-        for (audio, lp) in encoded:
-            lp = lp.copy()
-            lp[:, tok.suppressed_ids] = -np.inf
-            hyps = decode_posteriors(lp[None], np.array([lp.shape[0]]), cfg_n, tables)[0]
-            nbest = [(h.score, tok.decode(h.tokens)) for h in hyps]
-            lists.append((nbest, jm.side.teacher_forced(audio, [t for _, t in nbest])))
+        lists = rescore_lists(jm, encoded, tok, ctc_cfg, tables, args.rescore_nbest, mapper=mapper)
         trials = []
         for w in args.attention_weights:
-            cfg_r = RescoreConfig(attention_weight=w, nbest=n)
-            hyps = {u.utt_id: nb[rescore_nbest([s for s, _ in nb], att, cfg_r)][1] for u, (nb, att) in zip(dev, lists)}
+            hyps = dict(zip(refs, rescored_texts(lists, RescoreConfig(attention_weight=w, nbest=args.rescore_nbest))))
             trials.append({"attention_weight": w, "crr": score_texts(refs, hyps).crr})
             log(f"dev rescore w={w}: CRR {trials[-1]['crr']:.2f}")
         oracle = {u.utt_id: max((t for _, t in nb), key=lambda t: score_texts({"u": u.text}, {"u": t}).crr)
@@ -183,13 +173,7 @@ def main() -> None:
         for lam, lmw, bonus in itertools.product(args.ctc_weights, args.joint_lm_weights, args.char_bonuses):
             cfg_j = JointConfig(ctc_weight=lam, lm_weight=lmw, char_bonus=bonus, beam=args.joint_beam,
                                 pre_beam=args.pre_beam)
-            hyps = {}
-            for u, (audio, lp) in zip(dev, encoded):
-                lp = lp.copy()
-                lp[:, tok.suppressed_ids] = -np.inf
-                out = joint_decode_utterance(jm.side, audio, lp, mapper, cfg_j, tok.blank_id,
-                                             tables if lmw > 0 else None)
-                hyps[u.utt_id] = out[0].text if out else ""
+            hyps = dict(zip(refs, joint_texts(jm, encoded, tok, cfg_j, tables, mapper)))
             trials.append({"ctc_weight": lam, "lm_weight": lmw, "char_bonus": bonus, "crr": score_texts(refs, hyps).crr})
             log(f"dev joint {trials[-1]}")
         best_j = max(trials, key=lambda t: (t["crr"], -trials.index(t)))

@@ -306,3 +306,21 @@ def test_search_vocabulary_keeps_what_can_be_spelt(ours):
     for bad in ("Q".encode(), " 你好".encode(), "дом".encode(), "ㅋㅋ".encode(), b"\xff", "명".encode() + b"\x80\x80\x80"):
         assert not token_can_be_spelt(bad, mapper), bad
     assert mapper.units("명 你".encode()) is None
+
+
+def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfitted, ours):
+    """Rescoring's batched scores (sot and audio keys computed once, a cache shared by the texts)
+    equal whole sequences through the decoder with the softmax over the search's tokens."""
+    side, feats = overfitted
+    mapper = UnitMapper(ours, side.tokenizer.token_bytes)
+    vocab = list(side.search_vocabulary(mapper)[0])
+    texts = TEXTS + ["배송", ""]
+    got = side.teacher_forced(feats[1], texts, mapper)
+    for text, score in zip(texts, got):
+        ids = side.tokenizer.encode(" " + text) if text else []
+        seq = side.sot + ids + [side.eot]
+        with torch.no_grad():
+            logits = side.decoder(torch.tensor([seq[:-1]]), feats[1])[0, len(side.sot) - 1:]
+        lp = torch.log_softmax(logits[:, vocab], dim=-1)
+        want = sum(float(lp[j, vocab.index(t)]) for j, t in enumerate(ids + [side.eot]))
+        assert score == pytest.approx(want, abs=1e-4)

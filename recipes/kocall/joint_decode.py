@@ -237,9 +237,11 @@ class AttentionSide:
     def eot(self) -> int:
         return int(self.tokenizer.eot)
 
-    def teacher_forced(self, audio_features, texts: Sequence[str]) -> np.ndarray:
+    def teacher_forced(self, audio_features, texts: Sequence[str], mapper: UnitMapper | None = None) -> np.ndarray:
         """log P_att(text + eot) per text, one batch (texts are normalised; scored as Whisper writes
-        them, after a space)."""
+        them, after a space). With `mapper`, over the joint search's vocabulary (the softmax over the
+        tokens that can be spelt, `search_vocabulary`), the sot sequence and the audio's keys and
+        values computed once for all texts; without, over the whole vocabulary (token_log_probs)."""
         import torch
 
         from kocall.whisper_ctc.decoder import token_log_probs
@@ -250,11 +252,41 @@ class AttentionSide:
         room = int(getattr(self.decoder, "n_ctx", 448)) - len(self.sot) - 1   # positions left for text (+ eot)
         fits = [i for i, h in enumerate(hyps) if len(h) <= room]
         scores = np.full(len(hyps), -np.inf)   # a text the decoder cannot hold cannot be scored by it
-        if fits:
-            with torch.inference_mode():
+        if not fits:
+            return scores
+        with torch.inference_mode():
+            if mapper is None:
                 scored = token_log_probs(self.decoder, audio_features, self.sot, [hyps[i] for i in fits], self.eot)
-            scores[fits] = scored.double().cpu().numpy()
+                scores[fits] = scored.double().cpu().numpy()
+                return scores
+            scores[fits] = self._teacher_forced_shared(audio_features, [hyps[i] for i in fits], mapper)
         return scores
+
+    def _teacher_forced_shared(self, audio_features, hyps: list[list[int]], mapper: UnitMapper) -> np.ndarray:
+        import torch
+
+        vocab, rows = self.search_vocabulary(mapper)
+        column = np.full(int(vocab.max()) + 1, -1, dtype=np.int64)
+        column[vocab] = np.arange(len(vocab))
+        device = audio_features.device
+        cache: dict = {}
+        first = self.decoder(torch.tensor([self.sot], device=device), audio_features[:1], kv_cache=cache,
+                             output_rows=rows.to(device))[:, -1]                       # (1, N): the first token
+        n, width = len(hyps), max(len(h) for h in hyps)
+        logp = [torch.log_softmax(first.float(), dim=-1).expand(n, -1)[:, None]]
+        if width:
+            cache = reorder_cache(cache, [0] * n)
+            inputs = torch.tensor([h + [self.eot] * (width - len(h)) for h in hyps], device=device)
+            logits = self.decoder(inputs, audio_features[:1].expand(n, -1, -1), kv_cache=cache,
+                                  output_rows=rows.to(device))
+            logp.append(torch.log_softmax(logits.float(), dim=-1))
+        logp_all = torch.cat(logp, dim=1).double().cpu().numpy()                       # (n, width + 1, N)
+        out = np.zeros(n)
+        for i, h in enumerate(hyps):
+            for position, token in enumerate(h + [self.eot]):
+                col = column[token] if token < len(column) else -1
+                out[i] += logp_all[i, position, col] if col >= 0 else -np.inf
+        return out
 
 
 # ------------------------------------------------------------------ rescore mode
@@ -269,10 +301,11 @@ def rescore_nbest(ctc_scores: Sequence[float], att_scores: Sequence[float], cfg:
 
 
 def rescore_utterance(side: AttentionSide, audio_features, nbest: Sequence[tuple[float, str]],
-                      cfg: RescoreConfig) -> tuple[int, np.ndarray]:
+                      cfg: RescoreConfig, mapper: UnitMapper | None = None) -> tuple[int, np.ndarray]:
     """(index of the chosen hypothesis, attention log-probs) for one utterance's N-best
-    [(CTC+LM score, text)], scored in one decoder batch."""
-    att = side.teacher_forced(audio_features, [text for _, text in nbest])
+    [(CTC+LM score, text)], scored in one decoder batch (with `mapper`: over the joint search's
+    vocabulary, AttentionSide.teacher_forced)."""
+    att = side.teacher_forced(audio_features, [text for _, text in nbest], mapper)
     return rescore_nbest([score for score, _ in nbest], att, cfg), att
 
 
@@ -644,7 +677,8 @@ def decode_one(jm: JointModel | None, model, feats: np.ndarray, settings: ModeSe
         if not hyps:
             return ""
         nbest = [(h.score, tok.decode(h.tokens)) for h in hyps]
-        chosen, _ = rescore_utterance(jm.side, audio, nbest, settings.rescore)
+        mapper = mapper or UnitMapper(tok, jm.side.tokenizer.token_bytes)
+        chosen, _ = rescore_utterance(jm.side, audio, nbest, settings.rescore, mapper)
         return nbest[chosen][1]
     mapper = mapper or UnitMapper(tok, jm.side.tokenizer.token_bytes)
     tables = settings.lm_tables if settings.joint.lm_weight > 0 else None
@@ -662,7 +696,8 @@ def masked(log_probs: np.ndarray, suppressed: Sequence[int]) -> np.ndarray:
     return out
 
 
-def rescore_lists(jm: JointModel, encoded: list, tokenizer, ctc_cfg, lm_tables, nbest: int, context=None) -> list:
+def rescore_lists(jm: JointModel, encoded: list, tokenizer, ctc_cfg, lm_tables, nbest: int, context=None,
+                  mapper: UnitMapper | None = None) -> list:
     """Per utterance (CTC+LM N-best [(score, text)], the decoder's log-prob of each): computed once,
     so that every attention weight only recombines them."""
     import dataclasses
@@ -675,7 +710,7 @@ def rescore_lists(jm: JointModel, encoded: list, tokenizer, ctc_cfg, lm_tables, 
         lp = masked(lp, tokenizer.suppressed_ids)
         hyps = decode_posteriors(lp[None], np.array([lp.shape[0]]), cfg, lm_tables, context=context)[0]
         nbest_list = [(h.score, tokenizer.decode(h.tokens)) for h in hyps] or [(0.0, "")]
-        out.append((nbest_list, jm.side.teacher_forced(audio, [t for _, t in nbest_list])))
+        out.append((nbest_list, jm.side.teacher_forced(audio, [t for _, t in nbest_list], mapper)))
     return out
 
 
@@ -745,7 +780,7 @@ def run_attention_mode(dec: Any, mode: str, data: Path, sets: list[str], checkpo
         return joint_texts(jm, encoded, dec.tokenizer, cfg, dec.tables, mapper, device=dec.device)
 
     dev_ids, dev_encoded = encode(sets[0])
-    dev_lists = (rescore_lists(jm, dev_encoded, dec.tokenizer, ctc_cfg, dec.tables, grid[0].nbest)
+    dev_lists = (rescore_lists(jm, dev_encoded, dec.tokenizer, ctc_cfg, dec.tables, grid[0].nbest, mapper=mapper)
                  if mode == "rescore" else None)
     refs_all = load_data_dir(data / sets[0]).text
     refs = {u: refs_all[u] for u in dev_ids}
@@ -762,7 +797,7 @@ def run_attention_mode(dec: Any, mode: str, data: Path, sets: list[str], checkpo
             **{f"{mode}_{k}": v for k, v in best.__dict__.items()}}
     for name in sets:
         ids, encoded = (dev_ids, dev_encoded) if name == sets[0] else encode(name)
-        lists = (rescore_lists(jm, encoded, dec.tokenizer, ctc_cfg, dec.tables, best.nbest)
+        lists = (rescore_lists(jm, encoded, dec.tokenizer, ctc_cfg, dec.tables, best.nbest, mapper=mapper)
                  if mode == "rescore" else None)
         write_decode(dec.amdir / f"decode_{name}_{mode}", ids, texts_of(encoded, best, lists), info)
     return trials[best_index]
