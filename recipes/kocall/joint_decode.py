@@ -791,7 +791,8 @@ def run_attention_mode(dec: Any, mode: str, data: Path, sets: list[str], checkpo
     best_index = min(range(len(trials)), key=lambda i: (trials[i]["cer"], i))
     best = grid[best_index]
     with atomic_write(dec.amdir / f"decode_{sets[0]}_{mode}" / "best_weights.json") as handle:
-        handle.write(json.dumps({**trials[best_index], "set": sets[0], "trials": trials}, indent=1) + "\n")
+        handle.write(json.dumps({**trials[best_index], "set": sets[0], "trials": trials,
+                                 "attention_checkpoint": str(checkpoint) if checkpoint else None}, indent=1) + "\n")
     info = {"decoder": mode, "beam": ctc_cfg.beam, "lm": str(dec.lm_path), "lm_weight": ctc_cfg.lm_weight,
             "word_bonus": ctc_cfg.word_bonus, "attention_checkpoint": str(checkpoint) if checkpoint else None,
             **{f"{mode}_{k}": v for k, v in best.__dict__.items()}}

@@ -43,8 +43,11 @@ from kocall.fileio import atomic_write, read_json
 from kocall.options import bounded, check_bound
 from kocall.rxspec import allow_pipes_option
 
-MODES = ("greedy", "beam_lm")
-MODE_TITLES = {"greedy": "greedy", "beam_lm": "beam+LM"}
+MODES = ("greedy", "beam_lm", "rescore", "joint")
+MODE_TITLES = {"greedy": "greedy", "beam_lm": "beam+LM", "rescore": "rescore", "joint": "joint"}
+# Modes with Whisper's decoder (kocall.joint_decode): measured for a model whose decode stage tuned
+# them (AMDIR/decode_dev_<mode>/best_weights.json, written by steps/decode.sh --mode).
+ATTENTION_MODES = ("rescore", "joint")
 MB = 1e6
 
 
@@ -83,6 +86,8 @@ class Recognizer:
     device: str
     tables: Any = None
     decoder_cfg: Any = None
+    joint: Any = None              # kocall.joint_decode.JointModel for the attention modes
+    mode_settings: Any = None      # {mode: ModeSettings} of the attention modes
 
     def recognize(self, samples: Any, mode: str) -> str:
         import numpy as np
@@ -94,6 +99,10 @@ class Recognizer:
         feats, frames = compute_fbank(samples[None, :], np.array([samples.size]), self.fbank_cfg, backend=backend)
         x = torch.as_tensor(np.asarray(feats), device=self.device)
         x = (x - self.mean) / self.std
+        if mode in ATTENTION_MODES:
+            from kocall.joint_decode import decode_one
+
+            return decode_one(self.joint, self.model, x[0].cpu().numpy(), self.mode_settings[mode])
         with torch.inference_mode():
             log_probs, out_lens = self.model(x, torch.as_tensor(np.asarray(frames), device=self.device).long())
         if mode == "greedy":
@@ -154,6 +163,16 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
 
+def attention_weights(model_dir: Path) -> dict[str, dict]:
+    """{mode: the dev-tuned weights the decode stage wrote} for the attention modes it ran."""
+    found = {}
+    for mode in ATTENTION_MODES:
+        path = model_dir.resolve().parent / f"decode_dev_{mode}" / "best_weights.json"
+        if path.is_file():
+            found[mode] = read_json(path)
+    return found
+
+
 def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: dict) -> Recognizer:
     import torch
 
@@ -161,7 +180,7 @@ def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: di
     from kocall_kernels.ctc_decoder import DecoderConfig
     from kocall.features import model_fbank_config
 
-    model, tokenizer, _ = load_any_model_dir(model_dir, device)
+    model, tokenizer, config = load_any_model_dir(model_dir, device)
     model.eval()
     fbank_cfg = model_fbank_config(model_dir)
     cmvn = read_json(model_dir / "cmvn.json")
@@ -170,9 +189,22 @@ def make_recognizer(model_dir: Path, device: str, cfg: ReportConfig, weights: di
         from kocall_kernels.ngram.arpa import tables_from_arpa
 
         tables = tables_from_arpa(cfg.lm, model_dir / "tokens.txt", progress=False)
-    return Recognizer(model=model, tokenizer=tokenizer, fbank_cfg=fbank_cfg,
-                      mean=torch.tensor(cmvn["mean"], device=device), std=torch.tensor(cmvn["std"], device=device),
-                      device=device, tables=tables, decoder_cfg=DecoderConfig(**weights["values"]))
+    rec = Recognizer(model=model, tokenizer=tokenizer, fbank_cfg=fbank_cfg,
+                     mean=torch.tensor(cmvn["mean"], device=device), std=torch.tensor(cmvn["std"], device=device),
+                     device=device, tables=tables, decoder_cfg=DecoderConfig(**weights["values"]))
+    tuned = attention_weights(model_dir) if tables is not None else {}
+    if tuned:
+        from kocall.joint_decode import JointConfig, ModeSettings, RescoreConfig, load_joint_model
+
+        checkpoint = next((w.get("attention_checkpoint") for w in tuned.values() if w.get("attention_checkpoint")), None)
+        rec.joint = load_joint_model(model, config, model_dir, checkpoint)
+        fields_of = {"rescore": RescoreConfig, "joint": JointConfig}
+        rec.mode_settings = {
+            mode: ModeSettings("rescore" if mode == "rescore" else "joint", tokenizer, rec.decoder_cfg, tables,
+                               **{mode: fields_of[mode](**{k: v for k, v in w.items()
+                                                           if k in fields_of[mode].__dataclass_fields__})})
+            for mode, w in tuned.items()}
+    return rec
 
 
 def time_pass(rec: Recognizer, utts: list[Utt], mode: str) -> tuple[float, dict[str, str]]:
@@ -213,7 +245,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     config = read_config(path)
     quantized = config.get("quantized") or False
     weights = beam_weights(path, cfg)
-    modes = MODES if cfg.lm else ("greedy",)
+    modes = (("greedy", "beam_lm") + tuple(attention_weights(path))) if cfg.lm else ("greedy",)
     state = load_state_dict(path / "model.pt")
     result: dict[str, Any] = {
         "name": path.name, "path": str(model_dir), "quantized": quantized,
@@ -239,7 +271,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     if want_gpu and result["int8_activations"] != "dynamic":   # dynamic int8 kernels are CPU-only
         gpu = make_recognizer(path, "cuda", cfg, weights)
         torch.cuda.reset_peak_memory_stats()
-        result["rtf"]["cuda"] = {mode: time_pass(gpu, utts, mode)[0] for mode in modes}
+        result["rtf"]["cuda"] = {mode: time_pass(gpu, utts, mode)[0] for mode in modes if mode not in ATTENTION_MODES}
         result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / MB, 1)
     for set_name in cfg.sets:
         refs = {f"{u.set_name}/{u.utt_id}": u.text for u in utts if u.set_name == set_name}
@@ -416,6 +448,10 @@ def report_cmd(models: tuple[str, ...], data: str, sets: str, lm: str | None, ou
     from kocall.device import require_device
 
     require_device(device)
+    if any(attention_weights(Path(m)) for m in models):   # before torch loads (see kocall.joint_decode)
+        from kocall.joint_decode import quiet_openmp
+
+        quiet_openmp()
     try:
         thread_counts = tuple(int(check_bound("threads", t, "--threads")) for t in threads.split(",") if t.strip())
     except ValueError:
