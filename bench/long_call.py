@@ -2,8 +2,9 @@
 
     python bench/long_call.py make --minutes 30 --out DIR DATA/test DATA/test_hotwords
         DIR/call.wav     stereo: channel 1 the "agent", channel 2 the "customer"; turns alternate,
-                         each utterance file whole, separated by pauses of 0.3-1.5 s; while one
-                         channel speaks the other carries line noise at that utterance's own floor
+                         each utterance file whole, separated by pauses of 0.3-1.5 s; outside its
+                         utterances a channel carries steady line noise at the median noise
+                         floor of the utterances (one line per channel, as on a real call)
         DIR/truth.json   per turn: channel, utterance id, text, file span and speech span (s)
         DIR/wav.scp      the utterances used (for per-utterance decoding of the same audio)
     kocall decode --model PKG --format ctm --out DIR/call.ctm DIR/call.wav
@@ -64,6 +65,7 @@ def make(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rate = sf.info(utts[0][1]).samplerate
+    line_noise = float(np.median([speech_span(sf.read(path, dtype="float64")[0], rate)[2] for _, path, _ in utts]))
     target = int(args.minutes * 60 * rate)
     turns, used, position, k = [], {}, 0, 0
     with sf.SoundFile(out / "call.wav", "w", samplerate=rate, channels=2, subtype="PCM_16") as wav:
@@ -76,11 +78,9 @@ def make(args: argparse.Namespace) -> None:
             if position + x.size + gap > target:
                 break
             channel = k % 2
-            onset, offset, noise = speech_span(x, rate)
-            block = np.empty((x.size + gap, 2))
-            block[:, 1 - channel] = noise * rng.standard_normal(x.size + gap)   # the silent side's line
+            onset, offset, _ = speech_span(x, rate)
+            block = line_noise * rng.standard_normal((x.size + gap, 2))   # each channel's own line
             block[: x.size, channel] = x
-            block[x.size:, channel] = noise * rng.standard_normal(gap)
             wav.write(block)
             start = position / rate
             turns.append({"channel": CHANNELS[channel], "utt": utt_id, "text": text, "start": start,
@@ -89,7 +89,7 @@ def make(args: argparse.Namespace) -> None:
             position += x.size + gap
             k += 1
         tail = target - position   # line noise up to the full length
-        wav.write(10 ** (-45 / 20) * rng.standard_normal((tail, 2)))
+        wav.write(line_noise * rng.standard_normal((tail, 2)))
     (out / "truth.json").write_text(json.dumps({"rate": rate, "seconds": target / rate, "turns": turns},
                                                ensure_ascii=False, indent=0), encoding="utf-8")
     (out / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in sorted(used.items())), encoding="utf-8")
