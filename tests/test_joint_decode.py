@@ -4,6 +4,7 @@ overfitted here on a few utterances, and the refusal of bad weights."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,34 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
     for utt, text in outs["rescore"].items():
         candidates = {" ".join(v.split()[3:]) for k, v in nbest.items() if k.rsplit("-", 1)[0] == utt}
         assert text in candidates
+
+    # The decode stage's joint mode: its grid searched on dev, the best written, every set decoded
+    import json
+    import yaml
+
+    from kocall.stage_decode import main as stage_main
+    from kocall_kernels.ctc_decoder.test_ctc_decoder import write_arpa
+
+    (lang / "lm").mkdir()
+    write_arpa(lang / "lm" / "lm.arpa")
+    conf = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf" / "decode.yaml").read_text(encoding="utf-8"))
+    conf["grid"] = {"beam": 4, "lm_weight": [0.0], "word_bonus": [0.0]}
+    conf["joint"] = {"beam": 2, "pre_beam": 4, "ctc_weight": [0.3, 1.0], "lm_weight": [0.0], "char_bonus": [0.0]}
+    (tmp_path / "decode.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True), encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev").symlink_to(train)
+    ids = sorted(feats_scp)   # a data dir's other tables (the features are what the stage reads)
+    (train / "wav.scp").write_text("".join(f"{u} {u}.wav\n" for u in ids), encoding="utf-8")
+    (train / "utt2spk").write_text("".join(f"{u} {u}\n" for u in ids), encoding="utf-8")
+    (train / "spk2utt").write_text("".join(f"{u} {u}\n" for u in ids), encoding="utf-8")
+    stage_main(["--config", str(tmp_path / "decode.yaml"), "--mode", "joint", str(tmp_path / "exp"), str(lang),
+                str(tmp_path / "data"), "dev"])
+    best = json.loads((tmp_path / "exp" / "decode_dev_joint" / "best_weights.json").read_text(encoding="utf-8"))
+    assert [t["ctc_weight"] for t in best["trials"]] == [0.3, 1.0]
+    assert best["cer"] == min(t["cer"] for t in best["trials"])
+    info = json.loads((tmp_path / "exp" / "decode_dev_joint" / "decode_info.json").read_text(encoding="utf-8"))
+    assert info["decoder"] == "joint" and info["joint_ctc_weight"] == best["ctc_weight"]
+    assert set(read_table(tmp_path / "exp" / "decode_dev_joint" / "hyp.txt", allow_empty_value=True)) == set(feats_scp)
 
 
 def test_search_vocabulary_keeps_what_can_be_spelt(ours):
