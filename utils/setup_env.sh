@@ -31,6 +31,11 @@ apt_pkgs="espeak-ng sox cmake build-essential libboost-program-options-dev libbo
 # venv's pip bootstrap (ensurepip) ships apart on Debian/Ubuntu: python3-venv, which brings
 # python3 itself on a bare system.
 if ! "${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1; then apt_pkgs="$apt_pkgs python3-venv"; fi
+# The kenlm module (the recipe extra) builds from its sdist against the interpreter's headers.
+if ! "${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1; then
+  apt_pkgs="$apt_pkgs python3-dev"
+fi
 # Optional: the one-node Slurm that the job-dispatch tests start (utils/local_slurm.sh);
 # installed where we are root, else those tests skip.
 optional_pkgs="slurm-wlm munge"
