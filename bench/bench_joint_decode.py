@@ -209,9 +209,9 @@ def main() -> None:
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             row = {"system": f"ours {args.model.parent.name}/{args.model.name} {mode}", "mode": mode, "set": set_name,
                    "utts": len(utts), "crr": score_texts(refs, hyps).crr, "crr_nlptutti": nlptutti_crr(refs, hyps),
-                   "rtf": wall / seconds, "cpu_rtf": cpu / seconds, "loadavg": os.getloadavg()[0]}
+                   "rtf": wall / seconds, "cpu_rtf": cpu / seconds, "loadavg": os.getloadavg()[0], "hyps": hyps}
             results["rows"].append(row)
-            log(f"{set_name} {mode}: {row}")
+            log(f"{set_name} {mode}: { {k: v for k, v in row.items() if k != 'hyps'} }")
         peer = PEER_CACHE / Path(args.data).resolve().name / f"{set_name}.json"
         if peer.is_file():
             entry = json.loads(peer.read_text(encoding="utf-8"))
