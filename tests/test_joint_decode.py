@@ -353,3 +353,29 @@ def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfi
         lp = torch.log_softmax(logits[:, vocab], dim=-1)
         want = sum(float(lp[j, vocab.index(t)]) for j, t in enumerate(ids + [side.eot]))
         assert score == pytest.approx(want, abs=1e-4)
+
+
+def test_whisper_ctc_takes_the_decoder_of_the_checkpoint_it_was_built_on(tmp_path):
+    """A whisper_ctc model + a full checkpoint: accepted when the encoder is the checkpoint's (the
+    float16-rounded positional table aside); one line naming the tensor when a block differs."""
+    pytest.importorskip("tokenizers")
+    from kocall.joint_decode import load_joint_model
+    from kocall.whisper_ctc.checkpoint import init_from_checkpoint, load_whisper_checkpoint
+    from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig
+    from tests.test_whisper_hybrid import tiny_full_checkpoint, tiny_tokenizer
+
+    whisper_tok = tiny_tokenizer(tmp_path / "tokenizer.json", TEXTS)
+    dims = tiny_full_checkpoint(tmp_path / "tiny.pt", 24, whisper_tok.n_vocab)
+    _, state = load_whisper_checkpoint(tmp_path / "tiny.pt")
+    cfg = WhisperCTCConfig(n_mels=24, vocab_size=10, n_audio_ctx=dims["n_audio_ctx"], n_audio_state=32,
+                           n_audio_head=4, n_audio_layer=2, extra_layers=1)
+    model = WhisperCTC(cfg)
+    init_from_checkpoint(model, {k: v for k, v in state.items() if k.startswith("encoder.")}, tmp_path / "tiny.pt")
+    model.eval()
+    jm = load_joint_model(model, {"arch": "whisper_ctc"}, tmp_path, tmp_path / "tiny.pt")
+    audio, lp = jm.encode(np.random.default_rng(0).standard_normal((40, 24)).astype(np.float32))
+    assert audio.shape == (1, 20, 32) and lp.shape == (20, 10)
+    with torch.no_grad():
+        model.encoder.blocks[1].mlp[0].weight.add_(0.01)
+    with pytest.raises(KocallError, match="encoder.blocks.1.mlp.0.weight"):
+        load_joint_model(model, {"arch": "whisper_ctc"}, tmp_path, tmp_path / "tiny.pt")
