@@ -71,7 +71,7 @@ def decode_set(model, tokenizer: WhisperTokenizer, data_dir: Path, batch_size: i
         lens = torch.tensor([m.shape[0] for m in mats])
         x = torch.zeros(len(mats), int(lens.max()), mats[0].shape[1])
         for row, mat in enumerate(mats):
-            x[row, :mat.shape[0]] = torch.from_numpy(mat)
+            x[row, :mat.shape[0]] = torch.from_numpy(np.array(mat))   # a writable copy
         with torch.no_grad():
             hidden, out_lens = model.frozen_front(x, lens, 0)
             audio, _ = model.encode_from(hidden, out_lens, 0)
