@@ -24,7 +24,7 @@ from kocall.errors import KocallError
 from kocall.paths import shared_corpora
 from kocall.whisper_ctc.checkpoint import load_whisper_checkpoint, whisper_shapes
 from kocall.whisper_ctc.ct2 import convert_ct2_folder, read_ct2_model, write_ct2_model
-from kocall.whisper_ctc.decoder import TextDecoder, load_decoder_state
+from kocall.whisper_ctc.decoder import TextDecoder, load_decoder_state, load_text_decoder
 from kocall.whisper_ctc.model import AudioEncoder, WhisperCTCConfig, sinusoids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +155,9 @@ def test_tiny_ct2_folder_round_trips_every_tensor(tmp_path: Path) -> None:
         assert torch.equal(loaded[name], tensor.float()), name
     raw = torch.load(tmp_path / "tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in raw["model_state_dict"].values())
+    decoder = load_text_decoder(tmp_path / "tiny.pt")   # the zero-shot decoder alone
+    assert torch.equal(decoder.blocks[1].cross_attn.value.weight, state["decoder.blocks.1.cross_attn.value.weight"].float())
+    assert not decoder.training
 
 
 def test_tiny_converted_model_equals_ctranslate2(tmp_path: Path) -> None:

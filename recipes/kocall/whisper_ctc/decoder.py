@@ -25,6 +25,7 @@ rows)` keeps/duplicates rows (index_select on dim 0) of every entry.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import torch
@@ -230,3 +231,15 @@ def load_decoder_state(decoder: TextDecoder, state: Mapping[str, torch.Tensor], 
         for key, value in own.items():
             value.copy_(theirs[key].float())
     return len(own)
+
+
+def load_text_decoder(path: str | os.PathLike) -> TextDecoder:
+    """The decoder of a FULL Whisper checkpoint (OpenAI .pt or HF safetensors), in eval mode:
+    the zero-shot decoder beside a whisper_ctc model (whose frozen encoder is Whisper's, so
+    `model.encode_from(*model.frozen_front(feats, lens, 0), 0)` gives its audio features)."""
+    from kocall.whisper_ctc.checkpoint import load_whisper_checkpoint
+
+    dims, state = load_whisper_checkpoint(path)
+    decoder = TextDecoder(dims)
+    load_decoder_state(decoder, state, str(path))
+    return decoder.eval()
