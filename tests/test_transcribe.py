@@ -113,6 +113,8 @@ def test_package_decode_uses_its_lm_and_weights_and_options_override(pkg) -> Non
     assert plain.stdout != by_package.stdout      # the package's LM and weights changed the search
     override = invoke(["--model", package, "--no-lm", "--word-bonus", 1.0, *wavs])
     assert override.stdout == plain.stdout
+    assert invoke(["--model", package, "--threads", 1, *wavs]).stdout == by_package.stdout
+    assert invoke(["--model", package, "--threads", 0, *wavs]).exit_code == 2   # bounded: a usage error
     int8 = invoke(["--model", package, "--precision", "int8", *wavs])
     assert int8.exit_code == 0 and len(int8.stdout.splitlines()) == 2
 

@@ -289,6 +289,8 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--precision", type=click.Choice(["float", "int8"]), default="float", show_default=True,
               help="which network of a model package")
 @click.option("--no-lm", is_flag=True, help="decode without the model package's LM")
+@click.option("--threads", type=bounded("threads"), default=None,
+              help="CPU threads of the network (torch) and the search (numba) [default: theirs]")
 @click.option("--itn", is_flag=True, help="numbers, money, dates, times and phone numbers in written form "
               "(35,000원, 3월 20일, 010-1234-5678) in text, json and srt (kocall.itn)")
 @click.option("--channel-labels", default="agent,customer", show_default=True,
@@ -314,7 +316,8 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds,
                fmt="text", out_dir=None, precision="float", no_lm=False, channel_labels="agent,customer",
                segmentation="auto", itn=False, mode="ctc", attention_checkpoint=None, attention_weight=1.0,
-               rescore_nbest=16, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4) -> None:
+               rescore_nbest=16, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4,
+               threads=None) -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar
 
@@ -334,6 +337,10 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
 
     if no_lm and lm:
         raise KocallError("give --lm or --no-lm, not both")
+    if threads is not None:
+        from kocall.transcribe import set_threads
+
+        set_threads(threads)
     # A model package's LM and dev-tuned settings apply unless given here.
     given = explicit_settings(click.get_current_context(),
                               ("beam", "lm_weight", "word_bonus", "bonus_unit", "token_topk", "token_min_logp"))
