@@ -191,9 +191,24 @@ def test_time_budget_stops_and_still_writes_final_model(corpus: dict) -> None:
     assert config["training"]["source"] in config["training"]["candidates"]
 
 
-def test_budget_schedule_decays_over_what_the_budget_allows(corpus: dict) -> None:
+class StepClock:
+    """A stand-in for the trainer's `time` module: every reading advances a fixed tick, so a
+    budget run plans and stops at the same step however busy the machine is."""
+
+    def __init__(self, tick_s: float) -> None:
+        self.now, self.tick_s = 0.0, tick_s
+
+    def time(self) -> float:
+        self.now += self.tick_s
+        return self.now
+
+
+def test_budget_schedule_decays_over_what_the_budget_allows(corpus: dict, monkeypatch) -> None:
     # schedule.span budget: after the probe, the cosine is planned to end with the time budget,
     # the plan is kept in the checkpoint, and the lr logged at the end is the final ratio's.
+    import kocall.trainer
+
+    monkeypatch.setattr(kocall.trainer, "time", StepClock(0.01))
     conf = write_conf(corpus["root"] / "span.yaml", training={"epochs": 1000, "log_every": 1},
                       schedule={"kind": "cosine", "warmup_steps": 2, "final_lr_ratio": 0.05, "span": "budget",
                                 "probe_steps": 8})
