@@ -36,23 +36,37 @@ class WhisperFamily:
     # shared-ko dev, greedy CRR 68.41 float, 65.89 with dynamic int8 matmuls, 67.91 with int8
     # weights only (per-channel, dequantised at load).
     int8_activations = "float"
+    # What a subclass (whisper_hybrid) changes: the dims its checkpoint carries, how it is read,
+    # and its config class; model_config and the checkpoint cache below serve both.
+    dim_keys: tuple[str, ...] = tuple(DIM_KEYS)
+    config_class: type = WhisperCTCConfig
+    model_class: type = WhisperCTC
 
     def __init__(self) -> None:
         self._loaded: dict[str, tuple[Path, dict, dict]] = {}
 
+    def checkpoint_path(self, cfg: Any) -> Path:
+        return resolve_checkpoint(cfg.pretrained.checkpoint, cfg.pretrained.size)
+
+    def read_checkpoint(self, path: Path) -> tuple[dict, dict]:
+        return load_encoder_checkpoint(path)
+
     def _checkpoint(self, cfg: Any) -> tuple[Path, dict, dict]:
-        path = resolve_checkpoint(cfg.pretrained.checkpoint, cfg.pretrained.size)
+        path = self.checkpoint_path(cfg)
         key = str(path.resolve())
         if key not in self._loaded:   # read once per process (dims, then weights)
-            dims, state = load_encoder_checkpoint(path)
+            dims, state = self.read_checkpoint(path)
             self._loaded = {key: (path, dims, state)}
         return self._loaded[key]
+
+    def extra_config(self, cfg: Any, values: dict) -> None:
+        """Complete `values` (the model config being built) with what the family adds."""
 
     def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
         values = dict(cfg.model, vocab_size=vocab_size)
         if uses_pretrained(cfg):
             path, dims, _ = self._checkpoint(cfg)
-            clash = {k: values[k] for k in DIM_KEYS if k in values and values[k] != dims[k]}
+            clash = {k: values[k] for k in self.dim_keys if k in values and values[k] != dims[k]}
             if clash:
                 raise KocallError(f"model config: {clash} differ from the checkpoint '{path}' dims {dims}")
             values.update(dims)
@@ -61,13 +75,14 @@ class WhisperFamily:
                                   f"{n_mels}: use a front end with n_mels: {dims['n_mels']} (fbank.yaml)")
         else:
             values.setdefault("n_mels", n_mels)
-        config = WhisperCTCConfig.from_dict(values)
+        self.extra_config(cfg, values)
+        config = self.config_class.from_dict(values)
         if config.n_mels != n_mels:
             raise KocallError(f"model config: n_mels {config.n_mels} but the features have {n_mels}")
         return config.to_dict()
 
     def build(self, model_cfg: dict) -> nn.Module:
-        return WhisperCTC(WhisperCTCConfig.from_dict(dict(model_cfg)))
+        return self.model_class(self.config_class.from_dict(dict(model_cfg)))
 
     def initialise(self, model: nn.Module, cfg: Any) -> str | None:
         if not uses_pretrained(cfg):

@@ -46,6 +46,9 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 class WhisperHybridFamily(WhisperFamily):
     arch = ARCH
+    dim_keys = tuple(ALL_DIM_KEYS)
+    config_class = WhisperHybridConfig
+    model_class = WhisperHybrid
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,23 +56,20 @@ class WhisperHybridFamily(WhisperFamily):
         self._token_cache: dict[str, list[int]] = {}
         self.last_terms: dict[str, float] = {}   # the last batch's CTC and attention losses (logs, tests)
 
-    def _checkpoint(self, cfg: Any) -> tuple[Path, dict, dict]:
+    def checkpoint_path(self, cfg: Any) -> Path:
         given = cfg.pretrained.checkpoint
         if given:
-            path = resolve_checkpoint(given, cfg.pretrained.size)
-        else:
-            found = [p for p in default_full_checkpoints(cfg.pretrained.size) if p.is_file()]
-            if not found:
-                tried = ", ".join(f"'{p}'" for p in default_full_checkpoints(cfg.pretrained.size))
-                raise KocallError(f"no full Whisper-{cfg.pretrained.size} checkpoint (encoder + decoder) found "
-                                  f"(tried {tried}): `kocall convert-whisper tools/whisper-{cfg.pretrained.size}-ct2 "
-                                  f"tools/whisper-{cfg.pretrained.size}.pt` makes one from a CTranslate2 folder")
-            path = found[0]
-        key = str(path.resolve())
-        if key not in self._loaded:
-            dims, state = load_whisper_checkpoint(path)
-            self._loaded = {key: (path, dims, state)}
-        return self._loaded[key]
+            return resolve_checkpoint(given, cfg.pretrained.size)
+        found = [p for p in default_full_checkpoints(cfg.pretrained.size) if p.is_file()]
+        if not found:
+            tried = ", ".join(f"'{p}'" for p in default_full_checkpoints(cfg.pretrained.size))
+            raise KocallError(f"no full Whisper-{cfg.pretrained.size} checkpoint (encoder + decoder) found "
+                              f"(tried {tried}): `kocall convert-whisper tools/whisper-{cfg.pretrained.size}-ct2 "
+                              f"tools/whisper-{cfg.pretrained.size}.pt` makes one from a CTranslate2 folder")
+        return found[0]
+
+    def read_checkpoint(self, path: Path) -> tuple[dict, dict]:
+        return load_whisper_checkpoint(path)
 
     def tokenizer_path(self, cfg: Any) -> Path:
         """pretrained.tokenizer (a file or a folder), else beside the checkpoint, else tools/whisper-<size>-ct2."""
@@ -95,19 +95,8 @@ class WhisperHybridFamily(WhisperFamily):
             self._tokenizer = WhisperTokenizer(self.tokenizer_path(cfg))
         return self._tokenizer
 
-    def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
-        values = dict(cfg.model, vocab_size=vocab_size)
-        if uses_pretrained(cfg):
-            path, dims, _ = self._checkpoint(cfg)
-            clash = {k: values[k] for k in ALL_DIM_KEYS if k in values and values[k] != dims[k]}
-            if clash:
-                raise KocallError(f"model config: {clash} differ from the checkpoint '{path}' dims {dims}")
-            values.update(dims)
-            if dims["n_mels"] != n_mels:
-                raise KocallError(f"checkpoint '{path}' expects {dims['n_mels']} mel bands but the features have "
-                                  f"{n_mels}: use a front end with n_mels: {dims['n_mels']} (fbank.yaml)")
-        else:
-            values.setdefault("n_mels", n_mels)
+    def extra_config(self, cfg: Any, values: dict) -> None:
+        """The decoder's vocabulary, sot sequence and eot, from Whisper's tokenizer."""
         tokenizer = self.tokenizer(cfg)
         values.setdefault("n_vocab", tokenizer.n_vocab)
         if values["n_vocab"] != tokenizer.n_vocab:
@@ -115,13 +104,6 @@ class WhisperHybridFamily(WhisperFamily):
                               f"{values['n_vocab']}: use the tokenizer of the same model")
         values["sot_sequence"] = tokenizer.sot_sequence(values.get("language", "ko"))
         values["eot"] = tokenizer.eot
-        config = WhisperHybridConfig.from_dict(values)
-        if config.n_mels != n_mels:
-            raise KocallError(f"model config: n_mels {config.n_mels} but the features have {n_mels}")
-        return config.to_dict()
-
-    def build(self, model_cfg: dict) -> nn.Module:
-        return WhisperHybrid(WhisperHybridConfig.from_dict(dict(model_cfg)))
 
     def initialise(self, model: nn.Module, cfg: Any) -> str | None:
         if not uses_pretrained(cfg):
