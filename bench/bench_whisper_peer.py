@@ -261,7 +261,7 @@ def our_rows(args, model_dir: Path, set_name: str, refs: dict[str, str]) -> list
     """Greedy and beam+LM rows of one model dir on one set: kocall.report's recogniser (features
     + network + search, one utterance at a time) timed like the peer, after a full warm-up pass
     (torch builds a primitive per new input length on first sight, see kocall.report)."""
-    from kocall.report import MODE_TITLES, MODES, ReportConfig, beam_weights, load_utts, make_recognizer, set_threads
+    from kocall.report import MODE_TITLES, ReportConfig, beam_weights, load_utts, make_recognizer, set_threads
     from kocall.scoring import score_texts
 
     lm = find_lm(model_dir, Path(args.data), args.lang)
@@ -273,7 +273,7 @@ def our_rows(args, model_dir: Path, set_name: str, refs: dict[str, str]) -> list
     utts = load_utts(cfg, rec.fbank_cfg.sample_rate)
     audio_seconds = sum(u.seconds for u in utts)
     rows = []
-    for mode in MODES if lm else ("greedy",):
+    for mode in rec.modes:
         timings = {}
         for n in args.threads:
             set_threads(n)

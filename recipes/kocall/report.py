@@ -89,6 +89,14 @@ class Recognizer:
     joint: Any = None              # kocall.joint_decode.JointModel for the attention modes
     mode_settings: Any = None      # {mode: ModeSettings} of the attention modes
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """What this recogniser runs: greedy; beam_lm with an LM; the attention modes the decode
+        stage tuned (their weights) for this model."""
+        if self.tables is None:
+            return ("greedy",)
+        return ("greedy", "beam_lm") + tuple(self.mode_settings or ())
+
     def recognize(self, samples: Any, mode: str) -> str:
         import numpy as np
         import torch
@@ -245,7 +253,6 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     config = read_config(path)
     quantized = config.get("quantized") or False
     weights = beam_weights(path, cfg)
-    modes = (("greedy", "beam_lm") + tuple(attention_weights(path))) if cfg.lm else ("greedy",)
     state = load_state_dict(path / "model.pt")
     result: dict[str, Any] = {
         "name": path.name, "path": str(model_dir), "quantized": quantized,
@@ -256,6 +263,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
     }
     del state
     rec = make_recognizer(path, "cpu", cfg, weights)
+    modes = rec.modes
     utts = load_utts(cfg, rec.fbank_cfg.sample_rate)
     result["audio_seconds"] = round(sum(u.seconds for u in utts), 3)
     result["utts"] = {s: sum(u.set_name == s for u in utts) for s in cfg.sets}
