@@ -84,6 +84,20 @@ def dims_from_state(state: dict[str, torch.Tensor], source: Path) -> dict[str, i
             "n_audio_head": int(n_state) // head_dim, "n_audio_layer": len(layers)}
 
 
+def read_openai_checkpoint(path: Path) -> tuple[dict, object]:
+    """(model_state_dict, dims as stored) of an OpenAI-format .pt, loaded weights-only; anything
+    else is one line naming the file."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KocallError(f"file '{path}': not a weights-only torch checkpoint ({first[:160]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
+        raise KocallError(f"file '{path}': not an OpenAI Whisper checkpoint "
+                          f"(expected {{'dims': ..., 'model_state_dict': ...}})")
+    return ckpt["model_state_dict"], ckpt.get("dims")
+
+
 def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
     """(encoder dims, `encoder.*` tensors as float32) from an OpenAI .pt or a HF .safetensors."""
     path = Path(path)
@@ -100,16 +114,9 @@ def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], di
             raise KocallError(f"file '{path}': not a readable safetensors file ({type(err).__name__})") from None
         dims = dims_from_state(state, path)
     else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise KocallError(f"file '{path}': not a weights-only torch checkpoint ({first[:160]})") from None
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
-            raise KocallError(f"file '{path}': not an OpenAI Whisper checkpoint "
-                              f"(expected {{'dims': ..., 'model_state_dict': ...}})")
-        state = {k: v for k, v in ckpt["model_state_dict"].items() if k.startswith("encoder.")}
-        dims = ckpt.get("dims") if isinstance(ckpt.get("dims"), dict) else dims_from_state(state, path)
+        state, dims = read_openai_checkpoint(path)
+        state = {k: v for k, v in state.items() if k.startswith("encoder.")}
+        dims = dims if isinstance(dims, dict) else dims_from_state(state, path)
     missing = [k for k in DIM_KEYS if not isinstance(dims.get(k), int) or isinstance(dims.get(k), bool)]
     if missing:
         raise KocallError(f"file '{path}': dims lack {missing}")
@@ -311,15 +318,7 @@ def load_whisper_checkpoint(path: str | os.PathLike) -> tuple[dict[str, int], di
                     n_text_layer=len({k.split(".")[2] for k in state if k.startswith("decoder.blocks.")}),
                     n_text_head=int(embedding.shape[1]) // 64)
     else:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise KocallError(f"file '{path}': not a weights-only torch checkpoint ({first[:160]})") from None
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
-            raise KocallError(f"file '{path}': not an OpenAI Whisper checkpoint "
-                              f"(expected {{'dims': ..., 'model_state_dict': ...}})")
-        state, dims = ckpt["model_state_dict"], ckpt.get("dims")
+        state, dims = read_openai_checkpoint(path)
     dims = check_whisper_dims(dims, path)
     check_whisper_state(dims, state, path)
     return dims, {k: v.float() for k, v in state.items()}
