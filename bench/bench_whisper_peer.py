@@ -61,7 +61,7 @@ CACHE_DIR = ROOT / "bench" / "out" / "whisper_peer"
 RESULTS = ROOT / "bench" / "RESULTS_whisper_peer.md"
 SAMPLE_RATE = 16000
 MB = 1e6
-# What faster-whisper is asked to do (the peer settings); part of the cache key.
+# What faster-whisper is asked to do (Korean, beam 5, no VAD, no timestamps); part of the cache key.
 PEER_OPTIONS = {"language": "ko", "beam_size": 5, "vad_filter": False, "without_timestamps": True,
                 "condition_on_previous_text": False}
 PEER_COMPUTE_TYPE = "int8"
