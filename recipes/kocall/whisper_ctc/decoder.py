@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kocall.errors import KocallError
+from kocall.whisper_ctc.model import MultiHeadAttention
 
 DECODER_DIM_KEYS = ("n_vocab", "n_text_ctx", "n_text_state", "n_text_head", "n_text_layer")
 KVCache = dict[str, torch.Tensor]
@@ -51,16 +52,9 @@ def decoder_dims(dims: Mapping[str, Any] | Any) -> dict[str, int]:
     return values
 
 
-class Attention(nn.Module):
-    """Whisper's MultiHeadAttention (query/key/value/out Linears, no key bias), with a cache."""
-
-    def __init__(self, n_state: int, n_head: int) -> None:
-        super().__init__()
-        self.n_head = n_head
-        self.query = nn.Linear(n_state, n_state)
-        self.key = nn.Linear(n_state, n_state, bias=False)
-        self.value = nn.Linear(n_state, n_state)
-        self.out = nn.Linear(n_state, n_state)
+class Attention(MultiHeadAttention):
+    """Whisper's MultiHeadAttention (the encoder's layers: query/key/value/out Linears, no key
+    bias), read through keys and values the decoder caches."""
 
     def _heads(self, y: torch.Tensor) -> torch.Tensor:
         b, t, d = y.shape
