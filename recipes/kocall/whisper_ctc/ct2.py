@@ -190,29 +190,27 @@ def ct2_to_openai(variables: dict[str, np.ndarray], source: Path) -> tuple[dict[
         linear(f"encoder.{conv}", f"encoder/{conv}")
     state["encoder.positional_embedding"] = get("encoder/position_encodings/encodings")
     norm("encoder.ln_post", "encoder/layer_norm")
-    for i in range(layer_count("encoder")):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
+    def self_attention_and_mlp(dst: str, src: str) -> None:
+        """What every encoder and decoder block holds: self-attention (fused q/k/v) and the MLP."""
         norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
         split(f"{dst}.attn", f"{src}/self_attention/linear_0", ("query", "key", "value"))
         linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
         norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
         linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
         linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+
+    for i in range(layer_count("encoder")):
+        self_attention_and_mlp(f"encoder.blocks.{i}", f"encoder/layer_{i}")
     state["decoder.token_embedding.weight"] = get("decoder/embeddings/weight")
     state["decoder.positional_embedding"] = get("decoder/position_encodings/encodings")
     norm("decoder.ln", "decoder/layer_norm")
     for i in range(layer_count("decoder")):
         src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        split(f"{dst}.attn", f"{src}/self_attention/linear_0", ("query", "key", "value"))
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        self_attention_and_mlp(dst, src)
         norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
         linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
         split(f"{dst}.cross_attn", f"{src}/attention/linear_1", ("key", "value"))
         linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
     conv1 = state["encoder.conv1.weight"]
     embedding = state["decoder.token_embedding.weight"]
     dims = {"n_mels": int(conv1.shape[1]), "n_audio_ctx": int(state["encoder.positional_embedding"].shape[0]),
