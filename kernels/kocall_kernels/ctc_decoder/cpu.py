@@ -7,34 +7,17 @@ hypotheses are read back by following parents after the last frame.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from kocall_kernels.ctc_decoder import HASH_INIT, HASH_MULT, LN10, DecoderConfig, Hypothesis
 from kocall_kernels.ctc_decoder.context_graph import context_arrays, context_step
+from kocall_kernels.logmath import better, log_add
 from kocall_kernels.ngram.cpu import lm_score
 
 _HASH_INIT = np.uint64(HASH_INIT)
 _HASH_MULT = np.uint64(HASH_MULT)
 NEG_INF = -np.inf
-
-
-@njit(cache=True, nogil=True, inline="always")
-def log_add(a: float, b: float) -> float:
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = a if a > b else b
-    return m + math.log1p(math.exp(-abs(a - b)))
-
-
-@njit(cache=True, nogil=True, inline="always")
-def better(score1: float, hash1: np.uint64, score2: float, hash2: np.uint64) -> bool:
-    """The one total order on candidates: score descending, then prefix hash ascending."""
-    return score1 > score2 or (score1 == score2 and hash1 < hash2)
 
 
 @njit(cache=True, nogil=True)

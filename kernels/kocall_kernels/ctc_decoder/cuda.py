@@ -20,7 +20,6 @@ NUMBA_ENABLE_CUDASIM=1 on tiny shapes.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -29,6 +28,7 @@ from numba import cuda
 from kocall_kernels.ctc_decoder import HASH_INIT, HASH_MULT, LN10, DecoderConfig, Hypothesis
 from kocall_kernels.ctc_decoder.context_graph import context_arrays, context_step_py
 from kocall_kernels.ctc_decoder.cpu import check_context, lm_arrays, unpack
+from kocall_kernels.logmath import better, log_add
 from kocall_kernels.ngram.cuda import lm_score_device
 
 _HASH_INIT = np.uint64(HASH_INIT)
@@ -42,19 +42,9 @@ warnings.filterwarnings("ignore", message="overflow encountered in scalar", cate
                         module=__name__)
 
 
-@cuda.jit(device=True, inline=True)
-def _log_add(a, b):
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = a if a > b else b
-    return m + math.log1p(math.exp(-abs(a - b)))
-
-
-@cuda.jit(device=True, inline=True)
-def _better(score1, hash1, score2, hash2):
-    return score1 > score2 or (score1 == score2 and hash1 < hash2)
+# The CPU twin's scalar helpers, compiled for the device.
+_log_add = cuda.jit(device=True, inline=True)(log_add)
+_better = cuda.jit(device=True, inline=True)(better)
 
 
 @cuda.jit

@@ -6,25 +6,13 @@ update `_extend_row_py` is written once in the Python subset that both `numba.nj
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
-from numba.extending import register_jitable
 
 from kocall_kernels.ctc_prefix import check_rows
+from kocall_kernels.logmath import log_add
 
 NEG_INF = -np.inf
-
-
-@register_jitable(inline="always")
-def log_add(a, b):
-    if a == NEG_INF:
-        return b
-    if b == NEG_INF:
-        return a
-    m = a if a > b else b
-    return m + math.log1p(math.exp(-abs(a - b)))
 
 
 def _extend_row_py(log_probs, lens, row_utt, r_prev, last, prefix_len, unit, blank, psi, r, n):
