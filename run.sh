@@ -40,7 +40,8 @@ setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
 _kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords decode_mode attention_checkpoint"
-recipe_command="$0$(printf ' %q' "$@")"   # the model card (stage 7) says how its model was made
+recipe_command="$0"   # the model card (stage 7) says how its model was made
+if [ $# -gt 0 ]; then recipe_command+="$(printf ' %q' "$@")"; fi
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 1; }
 . utils/stage.sh   # checks --stage/--stop-stage
