@@ -254,6 +254,7 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
 
     from kocall.cli import main
     from kocall.decode import FeatureMaker, InputUtt
+    from kocall.export import export_int8, load_any_model_dir
     from kocall.fileio import read_table
     from kocall.joint_decode import ModeSettings, decode_one, load_joint_model
     from kocall.model_dir import load_model_dir
@@ -293,6 +294,36 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
     for utt, text in outs["rescore"].items():
         candidates = {" ".join(v.split()[3:]) for k, v in nbest.items() if k.rsplit("-", 1)[0] == utt}
         assert text in candidates
+
+    # The int8 export's pruned vocabulary (the family's export_state: the tokens our units can spell
+    # + the prompt) decodes exactly as the whole vocabulary: both modes' softmax runs over those tokens
+    import json
+
+    from kocall.models import build_model, family
+
+    pruned_config, pruned_state = family("whisper_hybrid").export_state(config, torch.load(
+        final / "model.pt", weights_only=True), final)
+    vocab_ids = pruned_config["model"]["vocab_ids"]
+    assert 0 < len(vocab_ids) < jm.side.tokenizer.n_vocab and not config["model"].get("vocab_ids")
+    pruned = build_model(pruned_config)
+    pruned.load_state_dict(pruned_state)
+    pruned_jm = load_joint_model(pruned.eval(), pruned_config, final)
+    rescore_settings = ModeSettings("rescore", tok, DecoderConfig(beam=16, lm_weight=0.0, word_bonus=1.0))
+    for utt, spec in feats_scp.items():
+        feats = make_feats(InputUtt(utt, spec, True))
+        for mode_settings in (settings, rescore_settings):
+            assert (decode_one(pruned_jm, pruned, feats, mode_settings)
+                    == decode_one(jm, model, feats, mode_settings)), (utt, mode_settings.mode)
+    with pytest.raises(KocallError, match="not in this decoder's pruned vocabulary"):
+        outside = next(t for t in range(jm.side.tokenizer.n_vocab) if t not in set(vocab_ids))
+        pruned.decoder(torch.tensor([[outside]]), torch.zeros(1, 3, pruned.decoder.dims["n_text_state"]))
+    export_int8(final, tmp_path / "int8")
+    int8_config = json.loads((tmp_path / "int8" / "config.json").read_text(encoding="utf-8"))
+    stored = torch.load(tmp_path / "int8" / "model.pt", weights_only=True)
+    assert int8_config["model"]["vocab_ids"] == vocab_ids
+    assert stored["decoder.token_embedding.weight"].shape[0] == len(vocab_ids)
+    int8_model, _, _ = load_any_model_dir(tmp_path / "int8")
+    assert load_joint_model(int8_model, int8_config, tmp_path / "int8").side.decoder.vocab_ids.tolist() == vocab_ids
 
     # The decode stage's joint mode: its grid searched on dev, the best written, every set decoded
     import json

@@ -8,9 +8,13 @@ Format choice (`config.json` "quantized": "int8-dynamic-linear"):
   plain int8 tensor `<key>_int8` (out, in) plus a float32 per-output-channel scale
   `<key>_scale` (out,). Symmetric (zero point 0) per-channel quantisation: one badly
   scaled row cannot cost the others their precision, and no zero points need storing.
-  Everything else (biases, LayerNorms, the depthwise and subsampling convolutions) stays
-  float32: a few percent of the bytes, and the layers where int8 would cost the most
-  accuracy for the least speed.
+  Large vocabulary tables (nn.Embedding) and 1-d convolutions (Whisper's front end) of at
+  least 65,536 weights are stored the same way, per row / output channel, and used
+  dequantised (float layers: only the disk size shrinks). Everything else (biases,
+  LayerNorms, small depthwise convolutions, Conformer's 2-d subsampling) stays float32: a few
+  percent of the bytes, and the layers where int8 would cost the most accuracy for the least
+  speed. A family may change the model before it is quantised (`export_state`, kocall.models:
+  whisper_hybrid keeps only the decoder tokens that its decoding can use).
 * The file is still a plain state dict of tensors, so `torch.load(weights_only=True)`
   reads it and no pickled code ever runs (a model dir from elsewhere is data, not code).
   Quantised tensor objects and TorchScript were rejected for that reason, and because
@@ -56,7 +60,7 @@ from kocall.fileio import atomic_dir, check_output_dir, check_replaceable, read_
 
 QUANT_TAG = "int8-dynamic-linear"
 ACTIVATIONS = ("dynamic", "float")   # quantization.activations of an int8 dir
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: 1-d convolutions int8 too, pruned decoder vocabularies
 REQUIRED_FILES = ("model.pt", "config.json", "tokens.txt", "cmvn.json", "fbank.yaml")
 INT8_SUFFIX = "_int8"      # "<float key>_int8": the int8 values of a quantised weight
 SCALE_SUFFIX = "_scale"    # "<float key>_scale": its per-output-channel float32 scales
@@ -203,7 +207,7 @@ def _kind(tensor: torch.Tensor) -> str:
 
 
 def quantizable_modules(model: nn.Module) -> dict[str, str]:
-    """Module name -> "linear" | "mha" | "embedding" for every layer stored as int8.
+    """Module name -> "linear" | "mha" | "embedding" | "conv" for every layer stored as int8.
 
     A plain nn.Linear becomes a dynamic int8 Linear. nn.MultiheadAttention (its
     in_proj_weight is a bare Parameter and its forward reads out_proj.weight directly,
@@ -218,12 +222,15 @@ def quantizable_modules(model: nn.Module) -> dict[str, str]:
             inside_mha.add(f"{name}.out_proj")
         elif type(module) is nn.Linear and name and name not in inside_mha:
             found[name] = "linear"
-        elif type(module) is nn.Embedding and module.weight.numel() >= MIN_INT8_EMBEDDING:
+        elif type(module) is nn.Embedding and module.weight.numel() >= MIN_INT8_TABLE:
             found[name] = "embedding"   # stored int8 per row, used dequantised (a decoder's tied output)
+        elif type(module) is nn.Conv1d and module.weight.numel() >= MIN_INT8_TABLE:
+            found[name] = "conv"        # stored int8 per output channel, used dequantised (Whisper's front end)
     return found
 
 
-MIN_INT8_EMBEDDING = 1 << 16   # elements: a vocabulary table worth storing as int8 (Whisper's: 26.6 M)
+MIN_INT8_TABLE = 1 << 16   # elements: a weight-only table worth storing as int8 (Whisper's vocabulary: 26.6 M)
+DEQUANTISED_KINDS = ("embedding", "conv")   # int8 on disk, float weights in memory whatever the activations
 
 
 def _mha_supported(mha: nn.MultiheadAttention) -> bool:
@@ -240,13 +247,22 @@ def quantized_weight_keys(modules: dict[str, str]) -> list[str]:
 
 
 def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel symmetric int8: w ~= q * scale[:, None], q in [-127, 127]."""
+    """Per-output-channel symmetric int8: w ~= q * scale (per dim 0), q in [-127, 127]."""
     weight = weight.detach().float().cpu()
-    scale = weight.abs().amax(dim=1) / 127.0
+    scale = weight.reshape(weight.shape[0], -1).abs().amax(dim=1) / 127.0
     # An all-zero row would give scale 0 (division by zero); any positive scale is exact for it.
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    q = torch.round(weight / per_channel(scale, weight.dim())).clamp_(-127, 127).to(torch.int8)
     return q, scale.to(torch.float32)
+
+
+def per_channel(scale: torch.Tensor, ndim: int) -> torch.Tensor:
+    """scale (out,) shaped to multiply a weight of `ndim` dims channel by channel."""
+    return scale.view(-1, *([1] * (ndim - 1)))
+
+
+def dequantize_weight(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * per_channel(scale, q.dim())
 
 
 def quantize_state_dict(float_state: dict[str, torch.Tensor], modules: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -361,23 +377,23 @@ def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: 
     """Load the float tensors into `model`, then swap each listed layer for its int8 twin
     (activations "dynamic"), or load its int8 weights dequantised (activations "float")."""
     if activations == "float":
-        dequantised = {key: state[key + INT8_SUFFIX].float() * state[key + SCALE_SUFFIX][:, None]
+        dequantised = {key: dequantize_weight(state[key + INT8_SUFFIX], state[key + SCALE_SUFFIX])
                        for key in quantized_weight_keys(modules)}
         float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
         model.load_state_dict({**float_part, **dequantised}, strict=True)
         return model.eval()
     torch.backends.quantized.engine = choose_engine()
     float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
-    float_part.update({f"{name}.weight": state[f"{name}.weight{INT8_SUFFIX}"].float()
-                       * state[f"{name}.weight{SCALE_SUFFIX}"][:, None]
-                       for name, kind in modules.items() if kind == "embedding"})
+    float_part.update({f"{name}.weight": dequantize_weight(state[f"{name}.weight{INT8_SUFFIX}"],
+                                                           state[f"{name}.weight{SCALE_SUFFIX}"])
+                       for name, kind in modules.items() if kind in DEQUANTISED_KINDS})
     result = model.load_state_dict(float_part, strict=False)
     unexpected_missing = set(result.missing_keys) - set(quantized_weight_keys(modules))
     if unexpected_missing or result.unexpected_keys:  # check_state_dict ran first; defensive only
         raise KocallError(f"int8 state dict does not fit the model: missing {sorted(unexpected_missing)[:3]}, "
                           f"unexpected {result.unexpected_keys[:3]}")
     for name, kind in modules.items():
-        if kind != "embedding":
+        if kind not in DEQUANTISED_KINDS:
             _set_submodule(model, name, _int8_module(model, name, kind, state))
     return model.eval()
 
@@ -589,6 +605,12 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     model, state, config, _ = validate_model_dir(src, build)
     if config.get("quantized") not in (False, None, "none"):
         raise _fail(src / "config.json", f"is already quantised ({config.get('quantized')!r}); export a float dir")
+    from kocall.models import arch_of, family
+
+    export_state = getattr(family(arch_of(config)), "export_state", None)
+    if export_state is not None:   # the family's view of what to quantise (kocall.models)
+        config, state = export_state(config, state, src)
+        model = _build(build or _default_build(), config, src)
     modules = quantizable_modules(model)
     qstate = quantize_state_dict(state, modules)
     out_config = dict(config)

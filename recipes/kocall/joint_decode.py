@@ -225,7 +225,7 @@ class AttentionSide:
         if self._vocab is None or self._vocab[0] != key:
             ids = searchable_tokens(self.tokenizer, mapper)
             with torch.no_grad():
-                rows = self.decoder.token_embedding.weight.index_select(0, torch.from_numpy(ids)).clone()
+                rows = self.decoder.output_embedding(torch.from_numpy(ids)).clone()
             self._vocab = (key, ids, rows)
         return self._vocab[1], self._vocab[2]
 

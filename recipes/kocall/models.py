@@ -54,6 +54,9 @@ class ModelFamily(Protocol):
     #   Default: CTC over the lang units.
     # model_dir_files(cfg) -> {name: source path}: side files the family's model dir carries
     #   (copied by save_model_dir, and by the int8 exporter like every side file).
+    # export_state(config, state, model_dir) -> (config, state): the float model the int8 exporter
+    #   quantises, e.g. whisper_hybrid's decoder vocabulary pruned to what decoding can use.
+    #   Default: the model dir's own.
 
 
 class ModelConfig:

@@ -3,7 +3,7 @@
     tokens (B, U) --token_embedding + positional_embedding[offset:offset+U]-->
       --N x block [attn_ln, causal self-attention, cross_attn_ln, cross-attention over the
                    audio features, mlp_ln, MLP(4d, GELU)]--> ln --> x @ token_embedding.T
-      --> logits (B, U, n_vocab), float32
+      --> logits (B, U, n_vocab), float32 (a pruned vocabulary: see TextDecoder)
 
 As a submodule named `decoder`, its tensors are `decoder.token_embedding.weight`,
 `decoder.positional_embedding`, `decoder.blocks.N.{attn,cross_attn}.{query,key,value,out}.*`
@@ -26,7 +26,7 @@ rows)` keeps/duplicates rows (index_select on dim 0) of every entry.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -100,20 +100,60 @@ class DecoderBlock(nn.Module):
         return x + self.drop(self.mlp(self.mlp_ln(x)))
 
 
-class TextDecoder(nn.Module):
-    """Whisper's TextDecoder. `dims`: n_vocab, n_text_ctx, n_text_state, n_text_head, n_text_layer."""
+def check_vocab_ids(vocab_ids: Sequence[int], n_vocab: int) -> list[int]:
+    """A pruned vocabulary: strictly increasing token ids below n_vocab (one line otherwise)."""
+    ids = [int(t) for t in vocab_ids]
+    if not ids or any(not 0 <= t < n_vocab for t in ids) or any(a >= b for a, b in zip(ids, ids[1:])):
+        raise KocallError(f"decoder vocab_ids: need strictly increasing token ids in 0..{n_vocab - 1}, got "
+                          f"{len(ids)} ids from {ids[:1]} to {ids[-1:]}")
+    return ids
 
-    def __init__(self, dims: Mapping[str, Any] | Any, dropout: float = 0.0) -> None:
+
+class TextDecoder(nn.Module):
+    """Whisper's TextDecoder. `dims`: n_vocab, n_text_ctx, n_text_state, n_text_head, n_text_layer.
+
+    `vocab_ids` (a pruned vocabulary, e.g. of an int8 export: kocall.whisper_hybrid.family): the
+    token embedding holds only those tokens' rows, row i being token vocab_ids[i]. Token ids in
+    and out stay Whisper's: inputs are mapped to rows, full-vocabulary logits are -inf for the
+    tokens left out, and `output_embedding(ids)` gives the rows of a search's subset.
+    """
+
+    def __init__(self, dims: Mapping[str, Any] | Any, dropout: float = 0.0,
+                 vocab_ids: Sequence[int] | None = None) -> None:
         super().__init__()
         self.dims = decoder_dims(dims)
         d, n_ctx = self.dims["n_text_state"], self.dims["n_text_ctx"]
         self.n_ctx = n_ctx
-        self.token_embedding = nn.Embedding(self.dims["n_vocab"], d)
+        ids = row_of = None   # row_of: token id -> embedding row, -1 = pruned away
+        if vocab_ids:
+            ids = torch.tensor(check_vocab_ids(vocab_ids, self.dims["n_vocab"]), dtype=torch.long)
+            row_of = torch.full((self.dims["n_vocab"],), -1, dtype=torch.long)
+            row_of[ids] = torch.arange(len(ids))
+        # Not in the state dict: they follow from config.json's vocab_ids.
+        self.register_buffer("vocab_ids", ids, persistent=False)
+        self.register_buffer("row_of", row_of, persistent=False)
+        n_rows = self.dims["n_vocab"] if self.vocab_ids is None else len(self.vocab_ids)
+        self.token_embedding = nn.Embedding(n_rows, d)
         self.positional_embedding = nn.Parameter(torch.zeros(n_ctx, d))
         self.blocks = nn.ModuleList(DecoderBlock(d, self.dims["n_text_head"], dropout)
                                     for _ in range(self.dims["n_text_layer"]))
         self.ln = nn.LayerNorm(d)
         nn.init.normal_(self.positional_embedding, std=0.01)
+
+    def rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The embedding rows of Whisper token ids (the ids themselves without a pruned vocabulary)."""
+        if self.row_of is None:
+            return token_ids
+        rows = self.row_of[token_ids.to(self.row_of.device)].to(token_ids.device)
+        if bool((rows < 0).any()):
+            missing = int(token_ids[rows < 0][0])
+            raise KocallError(f"decoder: token {missing} is not in this decoder's pruned vocabulary "
+                              f"({len(self.vocab_ids)} of {self.dims['n_vocab']} tokens kept)")
+        return rows
+
+    def output_embedding(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(N, d): the output projection's rows for these Whisper token ids (`forward`'s output_rows)."""
+        return self.token_embedding.weight.index_select(0, self.rows(token_ids))
 
     @staticmethod
     def cached_length(kv_cache: KVCache | None) -> int:
@@ -148,7 +188,7 @@ class TextDecoder(nn.Module):
                 audio_mask = kv_cache.get("audio_mask")
             elif "audio_mask" not in kv_cache:
                 kv_cache["audio_mask"] = audio_mask
-        x = self.token_embedding(tokens) + self.positional_embedding[offset:offset + u]
+        x = self.token_embedding(self.rows(tokens)) + self.positional_embedding[offset:offset + u]
         x = x.to(audio_features.dtype)
         self_mask = None
         if u > 1:   # query i (position offset+i) sees keys 0..offset+i
@@ -166,7 +206,11 @@ class TextDecoder(nn.Module):
             x = block(x, audio_features, self_mask, cross_mask, kv_cache, f"blocks.{index}")
         x = self.ln(x)
         rows = self.token_embedding.weight if output_rows is None else output_rows
-        return (x @ rows.to(x.dtype).t()).float()
+        logits = (x @ rows.to(x.dtype).t()).float()
+        if output_rows is None and self.vocab_ids is not None:   # back to Whisper's ids; the rest -inf
+            full = logits.new_full((*logits.shape[:-1], self.dims["n_vocab"]), float("-inf"))
+            logits = full.index_copy_(-1, self.vocab_ids.to(logits.device), logits)
+        return logits
 
     @staticmethod
     def reorder_cache(kv_cache: KVCache, rows: torch.Tensor) -> KVCache:

@@ -156,5 +156,28 @@ class WhisperHybridFamily(WhisperFamily):
     def model_dir_files(self, cfg: Any) -> dict[str, Path]:
         return {MODEL_DIR_TOKENIZER_FILE: self.tokenizer_path(cfg)}
 
+    def export_state(self, config: dict, state: dict[str, torch.Tensor], model_dir: Path
+                     ) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The int8 export's model: the decoder's vocabulary pruned to the tokens the rescore and
+        joint modes can use with this model's units (kocall.joint_decode.searchable_tokens: their
+        softmax runs over exactly those) plus the prompt. Whisper base with jamo units keeps about
+        4 k of 51,865 rows: 24 MB less at int8, the same decoding."""
+        import copy
+
+        from kocall.joint_decode import UnitMapper, searchable_tokens
+        from kocall.lang import Tokenizer
+
+        model_cfg = config["model"]
+        if model_cfg.get("vocab_ids"):
+            return config, state
+        tokenizer = WhisperTokenizer.from_dir(model_dir)
+        mapper = UnitMapper(Tokenizer.from_lang_dir(model_dir), tokenizer.token_bytes)
+        kept = set(searchable_tokens(tokenizer, mapper).tolist()) | set(model_cfg["sot_sequence"]) | {model_cfg["eot"]}
+        vocab_ids = sorted(int(t) for t in kept)
+        pruned = copy.deepcopy(config)
+        pruned["model"]["vocab_ids"] = vocab_ids
+        key = "decoder.token_embedding.weight"
+        return pruned, {**state, key: state[key].index_select(0, torch.tensor(vocab_ids)).clone()}
+
 
 FAMILY = WhisperHybridFamily()

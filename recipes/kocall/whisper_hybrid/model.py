@@ -46,6 +46,7 @@ class WhisperHybridConfig(WhisperCTCConfig):
     language: str = "ko"
     sot_sequence: list[int] = field(default_factory=list)   # the decoder's prompt (from the tokenizer)
     eot: int = 50257
+    vocab_ids: list[int] = field(default_factory=list)   # a pruned decoder vocabulary (int8 export); [] = all
 
     def validate(self) -> None:
         super().validate()
@@ -63,6 +64,9 @@ class WhisperHybridConfig(WhisperCTCConfig):
         if not self.sot_sequence or not all(0 <= t < self.n_vocab for t in self.sot_sequence + [self.eot]):
             raise KocallError(f"model config: sot_sequence {self.sot_sequence} / eot {self.eot} are not "
                               f"token ids below n_vocab {self.n_vocab}")
+        missing = sorted(set(self.sot_sequence + [self.eot]) - set(self.vocab_ids)) if self.vocab_ids else []
+        if missing:
+            raise KocallError(f"model config: vocab_ids leaves out the prompt or eot tokens {missing}")
         if len(self.sot_sequence) >= self.n_text_ctx:
             raise KocallError(f"model config: the sot sequence fills the decoder's {self.n_text_ctx} positions")
 
@@ -79,7 +83,7 @@ def valid_frames(lens: torch.Tensor, length: int) -> torch.Tensor:
 class WhisperHybrid(WhisperCTC):
     def __init__(self, cfg: WhisperHybridConfig) -> None:
         super().__init__(cfg)
-        self.decoder = TextDecoder(cfg.decoder_dims(), dropout=cfg.decoder_dropout)
+        self.decoder = TextDecoder(cfg.decoder_dims(), dropout=cfg.decoder_dropout, vocab_ids=cfg.vocab_ids or None)
 
     def forward_from(self, x: torch.Tensor, lens: torch.Tensor, start: int,
                      decoder_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
