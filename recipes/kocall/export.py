@@ -609,8 +609,9 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
 
     export_state = getattr(family(arch_of(config)), "export_state", None)
     if export_state is not None:   # the family's view of what to quantise (kocall.models)
-        config, state = export_state(config, state, src)
-        model = _build(build or _default_build(), config, src)
+        changed, state = export_state(config, state, src)
+        if changed is not config:   # rebuilt only when the family changed its shapes
+            config, model = changed, _build(build or _default_build(), changed, src)
     modules = quantizable_modules(model)
     qstate = quantize_state_dict(state, modules)
     out_config = dict(config)

@@ -144,7 +144,7 @@ class TextDecoder(nn.Module):
         """The embedding rows of Whisper token ids (the ids themselves without a pruned vocabulary)."""
         if self.row_of is None:
             return token_ids
-        rows = self.row_of[token_ids.to(self.row_of.device)].to(token_ids.device)
+        rows = self.row_of[token_ids]   # a buffer: on the module's device, as the tokens are
         if bool((rows < 0).any()):
             missing = int(token_ids[rows < 0][0])
             raise KocallError(f"decoder: token {missing} is not in this decoder's pruned vocabulary "
