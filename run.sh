@@ -28,6 +28,7 @@ device=cpu          # cpu | cuda (training and decoding)
 model_size=small    # the Conformer-CTC size when --model is not given: conf/model_<size>.yaml
 model=              # any model config conf/model_<model>.yaml, e.g. whisper_base_ctc; default: conformer_ctc_<model-size>
 pretrained=         # pretrained checkpoint for --model whisper_* (default: the config's; docs/recipe.md)
+init_model=         # a trained model dir over the same units that starts stage 4's model (two-phase: whisper_base_ctc -> whisper_base_hybrid)
 unit=               # output units: char (syllables + space) | jamo (composed back to syllables) | bpe; default: the config's `unit:`
 lm_order=           # n-gram order; empty: conf/lm.yaml's order for the unit (char 6, jamo 8)
 punct=strip         # strip | keep-final: sentence-final punctuation as output units
@@ -39,7 +40,7 @@ allow_pipes=$([ "${KOCALL_ALLOW_PIPES:-0}" = 1 ] && echo true || echo false)  # 
 setup=true          # bootstrap .venv, packages and KenLM on first use
 
 help_message="Usage: $0 [options]   (stages 0-7; see the stage comments in this file)"
-_kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained unit lm_order punct seed allow_pipes setup hotwords decode_mode attention_checkpoint"
+_kocall_option_vars="stage stop_stage nj threads cmd ngpu nodes force corpus corpus_dir label_file data exp device model_size model pretrained init_model unit lm_order punct seed allow_pipes setup hotwords decode_mode attention_checkpoint"
 recipe_command="$0"   # the model card (stage 7) says how its model was made
 if [ $# -gt 0 ]; then recipe_command+="$(printf ' %q' "$@")"; fi
 . utils/parse_options.sh
@@ -170,11 +171,12 @@ fi
 #   out: $amdir/{config.yaml,checkpoints/,train_log.csv,train_curves.png}, $amdir/final/ (model dir)
 if in_stage 4 "train $model_name on $device"; then
   if stage_begin "$exp/.done/$(basename "$amdir").train" "$data/.done/feats_$frontend" "$data/.done/lang_$unit" \
-       "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} -- "device=$device" "seed=$seed" \
+       "$model_conf" steps/train.sh ${pretrained:+"$pretrained"} ${init_model:+"$init_model/model.pt"} \
+       -- "device=$device" "seed=$seed" ${init_model:+"init_model=$init_model"} \
        "processes=$((ngpu * nodes))"; then
     stage_workdir "$amdir"   # an interrupted run of the same inputs resumes; anything else restarts
     steps/train.sh --device "$device" --threads "$threads" --ngpu "$ngpu" --nodes "$nodes" --seed "$seed" --config "$model_conf" \
-      --pretrained "$pretrained" --cache-dir "$exp/cache" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
+      --pretrained "$pretrained" --init-model "$init_model" --cache-dir "$exp/cache" "$fdata/train" "$fdata/dev" "$lang" "$amdir"
     stage_end
   fi
 fi

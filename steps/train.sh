@@ -24,10 +24,11 @@ rdzv_port=        # rendezvous port on the first node (default: derived from the
 seed=1            # seed of the initial weights, batch order and augmentation
 max_minutes=       # override the config's training time budget
 pretrained=        # pretrained checkpoint (whisper_* configs): overrides the config's pretrained.checkpoint
+init_model=        # a trained model dir over the same units that starts this model (config's pretrained.init_model)
 cache_dir=         # cached frozen-block outputs (default EXP_DIR/cache; files named by their key, shareable)
 config=conf/model_small.yaml  # the model config
 help_message="Usage: $0 [options] TRAIN_DIR DEV_DIR LANG_DIR EXP_DIR"
-_kocall_option_vars="device threads ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained cache_dir config"
+_kocall_option_vars="device threads ngpu nodes slurm srun_opts rdzv_port seed max_minutes pretrained init_model cache_dir config"
 . "$(dirname "$0")/../utils/parse_options.sh"
 if [ $# -ne 4 ]; then echo "$help_message" >&2; exit 1; fi
 train=$1; dev=$2; lang=$3; exp_dir=$4
@@ -43,6 +44,7 @@ args=(--config "$config" --train "$train" --dev "$dev" --lang "$lang" --exp-dir 
       --device "$device" --threads "$threads" --seed "$seed")
 [ -n "$max_minutes" ] && args+=(--max-minutes "$max_minutes")
 [ -n "$pretrained" ] && args+=(--pretrained "$pretrained")
+[ -n "$init_model" ] && args+=(--init-model "$init_model")
 [ -n "$cache_dir" ] && args+=(--cache-dir "$cache_dir")
 # tqdm bars only on a terminal: a log file gets the CSV and per-epoch lines instead.
 [ -t 2 ] || args+=(--no-progress)

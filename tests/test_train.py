@@ -289,6 +289,38 @@ def test_bad_input_names_utterance_and_file(corpus: dict) -> None:
         Trainer(opts, tokenizer=tok)
 
 
+def test_init_model_starts_from_a_trained_model_dir(corpus: dict) -> None:
+    """--init-model (two-phase training; fine-tuning a trained model on new data): a run started
+    from a trained model dir at a learning rate too small to move it keeps that model's dev CER,
+    where the same run from random weights is far from it; config.json says where it started.
+    Units or dims that differ are one line naming the dir."""
+    tok = CharTokenizer.from_lang_dir(corpus["lang"])
+    trained = run_training(options(corpus, write_conf(corpus["root"] / "a.yaml", training={"epochs": 60}),
+                                   "exp_a"), tokenizer=tok)
+    assert trained["dev_cer"] == 0.0
+    source = corpus["root"] / "exp_a" / "final"
+    still = write_conf(corpus["root"] / "b.yaml", optim={"lr": 1e-9})
+    started = run_training(options(corpus, still, "exp_b", init_model=str(source)), tokenizer=tok)
+    scratch = run_training(options(corpus, still, "exp_c"), tokenizer=tok)
+    assert started["dev_cer"] == 0.0 and scratch["dev_cer"] > 50.0, (started, scratch)
+    card = json.loads((corpus["root"] / "exp_b" / "final" / "config.json").read_text(encoding="utf-8"))
+    assert str(source) in card["training"]["initialised_from"]
+
+    other_units = corpus["root"] / "other_lang"
+    other_units.mkdir()
+    (other_units / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(SYMBOLS[:-1] + ["사"])),
+                                            encoding="utf-8")
+    opts = options(corpus, still, "exp_d", init_model=str(source))
+    opts.lang_dir = str(other_units)
+    with pytest.raises(KocallError, match=r"init model '.*exp_a/final': its units .* differ"):
+        run_training(opts, tokenizer=CharTokenizer.from_lang_dir(other_units))
+    wider = write_conf(corpus["root"] / "e.yaml", model={"d_model": 64})
+    with pytest.raises(KocallError, match=r"init model '.*exp_a/final': tensor '.*' is \(.*48.*\) there"):
+        run_training(options(corpus, wider, "exp_e", init_model=str(source)), tokenizer=tok)
+    with pytest.raises(KocallError, match="missing-dir"):
+        run_training(options(corpus, still, "exp_f", init_model=str(corpus["root"] / "missing-dir")), tokenizer=tok)
+
+
 def test_model_config_may_name_its_units(tmp_path: Path) -> None:
     # `unit:` is run.sh's default --unit for the model; the shipped Whisper config and the default
     # small one name jamo, medium and large none (run.sh: char).

@@ -81,3 +81,33 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
     tokenizer = Tokenizer.from_lang_dir(path)
     return model.to(device).eval(), tokenizer, config
+
+
+def init_from_model_dir(model: nn.Module, path: str | os.PathLike, lang_dir: str | os.PathLike) -> str:
+    """Copy into `model` every tensor of the model dir at `path` that has the same name and shape
+    (ESPnet's --init_param, icefall's --init-model): a trained whisper_base_ctc starts a hybrid's
+    encoder, new blocks and CTC head (two-phase training), a trained model starts a fine-tuning on
+    new data. The dir's units must be those of `lang_dir` (the CTC head's rows are units); a name
+    both hold with different shapes is one line, as is a dir sharing no tensor with the model."""
+    from kocall.lang import Tokenizer
+
+    path = Path(path)
+    source, tokenizer, _config = load_model_dir(path)
+    wanted = Tokenizer.from_lang_dir(lang_dir)
+    if list(tokenizer.symbols) != list(wanted.symbols):
+        raise KocallError(f"init model '{path}': its units (tokens.txt, {len(tokenizer.symbols)}) differ from "
+                          f"those of '{lang_dir}' ({len(wanted.symbols)}): train on the same lang dir")
+    given = source.state_dict()
+    target = model.state_dict()
+    clashes = [name for name in given if name in target and given[name].shape != target[name].shape]
+    if clashes:
+        name = clashes[0]
+        raise KocallError(f"init model '{path}': tensor '{name}' is {tuple(given[name].shape)} there but "
+                          f"{tuple(target[name].shape)} in this model ({len(clashes)} such tensors): "
+                          f"a model of other dims")
+    shared = {name: tensor for name, tensor in given.items() if name in target}
+    if not shared:
+        raise KocallError(f"init model '{path}': no tensor of its {len(given)} has a name of this model "
+                          f"(another architecture)")
+    model.load_state_dict(shared, strict=False)
+    return f"initialised {len(shared)} of {len(target)} tensors from model dir '{path}'"

@@ -52,7 +52,7 @@ from torch import nn
 from kocall.progress import progress_bar
 
 from kocall.augment import AugmentConfig
-from kocall.model_dir import save_model_dir
+from kocall.model_dir import init_from_model_dir, save_model_dir
 from kocall.dataset import (Batch, CachedHiddenSet, SpeechDataset, batch_loader, build_hidden_cache,
                             filter_trainable, load_cmvn_stats, load_entries, make_batches, shard_batches)
 from kocall.errors import DataError, KocallError
@@ -123,6 +123,9 @@ class PretrainedConfig:
     size: str = "base"
     tokenizer: str | None = None   # whisper_hybrid: Whisper's tokenizer.json (or its folder); None: beside
                                    # the checkpoint, then tools/whisper-<size>-ct2
+    init_model: str | None = None  # a trained kocall model dir over the same units: its tensors of the
+                                   # same names and shapes are copied after `checkpoint` (two-phase
+                                   # training: a whisper_base_ctc starts a whisper_hybrid's CTC branch)
 
 
 @dataclass
@@ -213,6 +216,7 @@ class RunOptions:
     stop_after_steps: int | None = None   # testing: stop (as if killed) after this global step
     progress: bool = True
     pretrained: str | None = None         # overrides the config's pretrained.checkpoint
+    init_model: str | None = None         # overrides the config's pretrained.init_model
     cache_dir: str | None = None          # cached frozen blocks (default EXP_DIR/cache)
 
 
@@ -521,6 +525,8 @@ class Trainer:
             self.cfg.training.avg = opts.avg
         if opts.pretrained is not None:
             self.cfg.pretrained.checkpoint = opts.pretrained
+        if opts.init_model is not None:
+            self.cfg.pretrained.init_model = opts.init_model or None
         self.family = model_family(self.cfg.arch)
         torch.set_num_threads(max(1, opts.threads))
         if opts.device == "cuda" and not torch.cuda.is_available():
@@ -624,6 +630,9 @@ class Trainer:
         # Built after the probe, as always: the same seed gives the same initial weights as before.
         self.model = self.family.build(self.model_cfg)
         self.init_source = self.family.initialise(self.model, self.cfg)
+        if self.cfg.pretrained.init_model:
+            copied = init_from_model_dir(self.model, self.cfg.pretrained.init_model, self.opts.lang_dir)
+            self.init_source = "; ".join(filter(None, [self.init_source, copied]))
         if self.init_source and self.dist.is_main:
             log.info("%s", self.init_source)
         self.model = self.model.to(self.device)
@@ -969,13 +978,16 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 @click.option("--no-progress", is_flag=True, help="no tqdm progress bars")
 @click.option("--pretrained", default=None,
               help="pretrained checkpoint (overrides the model config's pretrained.checkpoint)")
+@click.option("--init-model", default=None,
+              help="a trained model dir over the same units whose tensors of the same names and shapes start "
+                   "this model (overrides the model config's pretrained.init_model; '' = none)")
 @click.option("--cache-dir", default=None,
               help="where cached frozen-block outputs live (default EXP_DIR/cache); files are named by "
                    "their key, so several models may share one dir")
 @allow_pipes_option
 def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, threads: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
-              no_progress: bool, pretrained: str | None, cache_dir: str | None) -> None:
+              no_progress: bool, pretrained: str | None, init_model: str | None, cache_dir: str | None) -> None:
     """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
@@ -984,7 +996,7 @@ def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_
     require_device(device)
     opts = RunOptions(model_conf, train_dir, dev_dir, lang_dir, exp_dir, device, threads, seed, max_minutes, avg,
                       stop_after_steps, progress=not no_progress, pretrained=pretrained,
-                      cache_dir=cache_dir)
+                      init_model=init_model, cache_dir=cache_dir)
     summary = run_training(opts)
     if "stopped_at_step" not in summary and summary.get("source"):
         click.echo(f"{exp_dir}/final: {summary['source']}, dev CER {summary['dev_cer']:.2f}% "
