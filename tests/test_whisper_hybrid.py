@@ -199,3 +199,46 @@ def test_int8_export_stores_the_vocabulary_table_as_int8(tmp_path: Path, activat
     for index in (0, 2):   # CTC log-probs, decoder logits: within int8's per-row rounding
         error = (got[index] - expected[index]).abs().max()
         assert 0 < error < 0.05 * expected[index].abs().max(), (index, error)
+
+
+def test_cross_attention_training_keeps_the_decoder_text_model(tmp_path: Path) -> None:
+    # decoder_train: cross_attention: an update moves the decoder's cross-attention layers and
+    # the CTC branch, never its embeddings, self-attention or MLPs; another value is one line.
+    from kocall.dataset import Batch
+    from kocall.models import family
+    from kocall.trainer import load_train_config
+
+    from tests.test_train import N_MELS
+
+    tok_path = tmp_path / "tokenizer.json"
+    whisper_tok = tiny_tokenizer(tok_path, ["가나"])
+    ckpt = tmp_path / "tiny.pt"
+    tiny_full_checkpoint(ckpt, N_MELS, whisper_tok.n_vocab)
+    conf = hybrid_conf(tmp_path / "h.yaml", ckpt, tok_path, epochs=1)
+    values = yaml.safe_load(conf.read_text(encoding="utf-8"))
+    values["model"]["decoder_train"] = "cross_attention"
+    conf.write_text(yaml.safe_dump(values), encoding="utf-8")
+    cfg, _ = load_train_config(conf)
+    hybrid = family("whisper_hybrid")
+    model = hybrid.build(hybrid.model_config(cfg, N_MELS, 9))
+    hybrid.initialise(model, cfg)
+    before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
+    ctc_before = model.output.weight.clone()
+    optimizer = torch.optim.AdamW(hybrid.param_groups(model, cfg), lr=1e-2)
+    torch.manual_seed(0)
+    batch = Batch(["u1"], torch.randn(1, 40, N_MELS), torch.tensor([40]), torch.tensor([3, 4, 5]),
+                  torch.tensor([3]), ["가나"])
+    loss, units = hybrid.loss(model.train(), batch, "torch")
+    (loss / units).backward()
+    optimizer.step()
+    after = model.decoder.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(".cross_attn" in k for k in moved), sorted(moved)
+    assert any(k.endswith("cross_attn.query.weight") for k in moved)
+    assert not torch.equal(ctc_before, model.output.weight)
+
+    values["model"]["decoder_train"] = "everything"
+    conf.write_text(yaml.safe_dump(values), encoding="utf-8")
+    cfg, _ = load_train_config(conf)
+    with pytest.raises(KocallError, match="decoder_train 'everything' is not one of all, cross_attention"):
+        hybrid.build(hybrid.model_config(cfg, N_MELS, 9))

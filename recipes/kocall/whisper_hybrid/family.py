@@ -7,7 +7,8 @@
   else tools/whisper-<size>-ct2/) gives the decoder's targets and is shipped in the model dir
   as whisper_tokenizer.json; its sot sequence and eot are stored in config.json.
 * Encoder freezing, block caching and the CTC branch's learning rates are whisper_ctc's; the
-  pretrained decoder and ln_post (whose output the decoder reads) train at lr x decoder_lr_scale.
+  pretrained decoder and ln_post (whose output the decoder reads) train at lr x decoder_lr_scale,
+  the whole decoder or (decoder_train: cross_attention) only its cross-attention layers.
 * `loss`: ctc_weight x CTC per unit + (1 - ctc_weight) x label-smoothed CE per Whisper token.
 """
 from __future__ import annotations
@@ -124,7 +125,11 @@ class WhisperHybridFamily(WhisperFamily):
             if kept:
                 groups.append(dict(group, params=kept))
         scale = model.cfg.decoder_lr_scale
-        named = list(model.decoder.named_parameters()) + list(model.encoder.ln_post.named_parameters())
+        if model.cfg.decoder_train == "cross_attention":
+            for name, param in model.decoder.named_parameters():
+                param.requires_grad_(".cross_attn" in name)
+        named = [(n, p) for n, p in model.decoder.named_parameters() if p.requires_grad]
+        named += list(model.encoder.ln_post.named_parameters())
         return groups + decay_groups(named, cfg.optim.lr * scale, cfg.optim.weight_decay)
 
     def whisper_ids(self, text: str) -> list[int]:

@@ -28,6 +28,7 @@ from kocall.whisper_ctc.model import WhisperCTC, WhisperCTCConfig
 
 ARCH = "whisper_hybrid"
 IGNORE = -100   # cross-entropy targets of the prompt and of padding
+DECODER_TRAIN = ("all", "cross_attention")
 
 
 @dataclass
@@ -43,6 +44,8 @@ class WhisperHybridConfig(WhisperCTCConfig):
     ctc_weight: float = 0.3          # ESPnet's mtlalpha: CTC's share of the loss
     label_smoothing: float = 0.1
     decoder_lr_scale: float = 0.05   # the pretrained decoder (and ln_post) train at lr x this
+    decoder_train: str = "all"       # all | cross_attention: only how the decoder reads the audio adapts;
+                                     # its text model (embeddings, self-attention, MLPs) stays Whisper's
     language: str = "ko"
     sot_sequence: list[int] = field(default_factory=list)   # the decoder's prompt (from the tokenizer)
     eot: int = 50257
@@ -56,6 +59,8 @@ class WhisperHybridConfig(WhisperCTCConfig):
             raise KocallError(f"model config: label_smoothing {self.label_smoothing} is not in [0, 1)")
         if not 0.0 <= self.decoder_lr_scale <= 1.0:
             raise KocallError(f"model config: decoder_lr_scale {self.decoder_lr_scale} is not in [0, 1]")
+        if self.decoder_train not in DECODER_TRAIN:
+            raise KocallError(f"model config: decoder_train {self.decoder_train!r} is not one of {', '.join(DECODER_TRAIN)}")
         if not 0.0 <= self.decoder_dropout < 1.0:
             raise KocallError(f"model config: decoder_dropout {self.decoder_dropout} is not in [0, 1)")
         if self.n_text_state != self.n_audio_state:
