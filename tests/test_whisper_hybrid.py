@@ -237,6 +237,18 @@ def test_cross_attention_training_keeps_the_decoder_text_model(tmp_path: Path) -
     assert any(k.endswith("cross_attn.query.weight") for k in moved)
     assert not torch.equal(ctc_before, model.output.weight)
 
+    # The frozen decoder layers are no part of the cached encoder frames: the cache is shared
+    # with a model that trains the whole decoder (same encoder weights).
+    from kocall.dataset import _frozen_fingerprint
+
+    values["model"]["decoder_train"] = "all"
+    conf.write_text(yaml.safe_dump(values), encoding="utf-8")
+    cfg_all, _ = load_train_config(conf)
+    whole = hybrid.build(hybrid.model_config(cfg_all, N_MELS, 9))
+    hybrid.initialise(whole, cfg_all)
+    hybrid.param_groups(whole, cfg_all)
+    assert _frozen_fingerprint(whole, 1) == _frozen_fingerprint(model, 1)
+
     values["model"]["decoder_train"] = "everything"
     conf.write_text(yaml.safe_dump(values), encoding="utf-8")
     cfg, _ = load_train_config(conf)

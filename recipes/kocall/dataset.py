@@ -283,7 +283,8 @@ def _frozen_fingerprint(model: torch.nn.Module, blocks: int) -> str:
     import hashlib
 
     digest = hashlib.sha1(f"blocks={blocks}".encode())
-    for name, param in model.named_parameters():
+    front = getattr(model, "frozen_front_parameters", None)
+    for name, param in (front(blocks) if front is not None else model.named_parameters()):
         if not param.requires_grad:
             digest.update(name.encode())
             digest.update(param.detach().float().cpu().numpy().tobytes()[:4096])

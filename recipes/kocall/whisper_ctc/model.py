@@ -173,6 +173,13 @@ class WhisperCTC(nn.Module):
             x = block(x, mask)
         return x, lens
 
+    def frozen_front_parameters(self, upto: int):
+        """(name, parameter) of what `frozen_front(..., upto)` reads: the cache's key hashes these
+        (not, say, a decoder's frozen layers, which the cached frames do not depend on)."""
+        prefixes = ("encoder.conv1.", "encoder.conv2.", "encoder.positional_embedding",
+                    *(f"encoder.blocks.{index}." for index in range(upto)))
+        return ((name, param) for name, param in self.named_parameters() if name.startswith(prefixes))
+
     def encode_from(self, x: torch.Tensor, lens: torch.Tensor, start: int
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encoder blocks start.. and ln_post: Whisper's audio features (B, T', d), and the SDPA key
