@@ -104,6 +104,11 @@ def test_tiny_hybrid_trains_both_terms_and_its_model_dir_decodes(tmp_path: Path)
                       exp_dir=str(tmp_path / "exp"), threads=1, seed=3, progress=False)
     summary = run_training(opts, tokenizer=tok)
     final = tmp_path / "exp" / "final"
+    # The final weights are the candidate of least dev loss, CTC + attention (the CTC greedy CER
+    # does not see the decoder); the logged dev loss is that loss.
+    assert summary["selected_by"] == "dev_loss"
+    assert summary["candidates"][summary["source"]] == min(summary["candidates"].values())
+    assert summary["candidates"][summary["source"]] == pytest.approx(summary["dev_loss"], abs=1e-5)
     assert (final / "whisper_tokenizer.json").read_bytes() == tok_path.read_bytes()
     model, _, config = load_model_dir(final)
     assert config["arch"] == "whisper_hybrid" and config["model"]["sot_sequence"] == whisper_tok.sot_sequence()

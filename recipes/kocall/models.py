@@ -52,6 +52,10 @@ class ModelFamily(Protocol):
     #   batch and the units it is normalised by (tensors); called by kocall.trainer.forward_backward
     #   under autocast, `module` being what a batch goes through (the model, ForwardFrom or DDP).
     #   Default: CTC over the lang units.
+    #   The dev loss the trainer logs is this loss too.
+    # select_by: "dev_cer" (default: the CTC greedy CER) or "dev_loss": what picks the final
+    #   weights among the best epoch, the average and the last step (a hybrid's decoder is
+    #   seen by its loss only).
     # model_dir_files(cfg) -> {name: source path}: side files the family's model dir carries
     #   (copied by save_model_dir, and by the int8 exporter like every side file).
     # export_state(config, state, model_dir) -> (config, state): the float model the int8 exporter

@@ -461,8 +461,10 @@ def write_plot(path: Path, rows: list[dict]) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SpeechDataset, batches: list[list[int]], device: torch.device,
-             decode: Callable[[list[int]], str], amp_dtype: torch.dtype | None) -> tuple[float, float]:
-    """(dev CTC loss per unit, greedy CER %) over the whole dev set."""
+             decode: Callable[[list[int]], str], amp_dtype: torch.dtype | None,
+             family_loss: Callable | None = None) -> tuple[float, float]:
+    """(dev loss per unit, CTC greedy CER %) over the whole dev set. The loss is the family's
+    training loss (`family_loss`, e.g. a hybrid's CTC + attention) or else CTC's."""
     from kocall.scoring import score_texts
     from kocall_kernels.ctc_decoder.greedy import greedy_decode
 
@@ -475,9 +477,15 @@ def evaluate(model: nn.Module, dataset: SpeechDataset, batches: list[list[int]],
         autocast = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
         with autocast:
             log_probs, out_lens = model(batch.feats, batch.feat_lens)
+            if family_loss is not None:
+                family_sum, family_units = family_loss(model, batch, "torch")
         log_probs = log_probs.float()
-        loss_sum += float(ctc_loss_sum(log_probs, out_lens, batch.targets, batch.target_lens))
-        units += int(batch.target_lens.sum())
+        if family_loss is None:
+            loss_sum += float(ctc_loss_sum(log_probs, out_lens, batch.targets, batch.target_lens))
+            units += int(batch.target_lens.sum())
+        else:
+            loss_sum += float(family_sum)
+            units += int(family_units)
         for utt_id, text, ids in zip(batch.utt_ids, batch.texts, greedy_decode(log_probs, out_lens, 0)):
             refs[utt_id], hyps[utt_id] = text, decode(ids)
     model.train(was_training)
@@ -528,6 +536,10 @@ class Trainer:
         if opts.init_model is not None:
             self.cfg.pretrained.init_model = opts.init_model or None
         self.family = model_family(self.cfg.arch)
+        # What picks the final weights among the candidates (kocall.models: `select_by`).
+        self.select_by = getattr(self.family, "select_by", "dev_cer")
+        if self.select_by not in ("dev_cer", "dev_loss"):
+            raise KocallError(f"model family {self.cfg.arch}: select_by {self.select_by!r} is not dev_cer or dev_loss")
         torch.set_num_threads(max(1, opts.threads))
         if opts.device == "cuda" and not torch.cuda.is_available():
             raise KocallError("--device cuda: no CUDA device is available (use --device cpu)")
@@ -835,7 +847,7 @@ class Trainer:
         self.state.batch_in_epoch = 0
         if self.dist.is_main:
             dev_loss, dev_cer = evaluate(self.forward_module, self.dev_set, self.dev_batches, self.device,
-                                         self.tokenizer.decode, self.amp_dtype)
+                                         self.tokenizer.decode, self.amp_dtype, getattr(self.family, "loss", None))
             check_finite_loss(dev_loss, f"the dev loss after epoch {self.state.epoch}", every_rank=False)
             self.state.epoch_results.append({"epoch": self.state.epoch, "step": self.state.step,
                                              "dev_loss": dev_loss, "dev_cer": dev_cer})
@@ -889,12 +901,13 @@ class Trainer:
                                    "train_seconds": round(self.state.elapsed, 1)}
         if self.dist.is_main:
             candidates = self._candidates(partial)
-            best = min(candidates, key=lambda c: (c["dev_cer"], c["rank"]))
+            best = min(candidates, key=lambda c: (c[self.select_by], c["rank"]))
             self.model.load_state_dict(best["weights"])
             training = {"source": best["name"], "dev_cer": round(best["dev_cer"], 3),
                         "dev_loss": round(best["dev_loss"], 5), "steps": self.state.step,
                         "epochs_completed": self.state.epoch, "train_seconds": round(self.state.elapsed, 1),
-                        "candidates": {c["name"]: round(c["dev_cer"], 3) for c in candidates},
+                        "selected_by": self.select_by,
+                        "candidates": {c["name"]: round(c[self.select_by], 5) for c in candidates},
                         "model_conf": Path(self.opts.model_conf).name, "seed": self.opts.seed}
             if self.init_source:
                 training["initialised_from"] = self.init_source
@@ -927,7 +940,7 @@ class Trainer:
         candidates = []
         epochs = sorted(e for e in results if (cdir / f"epoch-{e}.pt").is_file())
         if epochs:
-            best_epoch = min(epochs, key=lambda e: results[e]["dev_cer"])
+            best_epoch = min(epochs, key=lambda e: results[e][self.select_by])
             r = results[best_epoch]
             candidates.append({"name": f"epoch-{best_epoch}", "rank": 1, "dev_cer": r["dev_cer"],
                                "dev_loss": r["dev_loss"],
@@ -946,7 +959,7 @@ class Trainer:
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(weights)
         dev_loss, dev_cer = evaluate(self.forward_module, self.dev_set, self.dev_batches, self.device,
-                                     self.tokenizer.decode, self.amp_dtype)
+                                     self.tokenizer.decode, self.amp_dtype, getattr(self.family, "loss", None))
         self.model.load_state_dict(saved)
         return {"name": name, "rank": rank, "dev_cer": dev_cer, "dev_loss": dev_loss, "weights": weights}
 

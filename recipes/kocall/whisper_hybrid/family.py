@@ -50,6 +50,7 @@ class WhisperHybridFamily(WhisperFamily):
     dim_keys = tuple(ALL_DIM_KEYS)
     config_class = WhisperHybridConfig
     model_class = WhisperHybrid
+    select_by = "dev_loss"   # CTC + attention: the CTC greedy CER does not see the decoder
 
     def __init__(self) -> None:
         super().__init__()
