@@ -317,6 +317,11 @@ def test_init_model_starts_from_a_trained_model_dir(corpus: dict) -> None:
     wider = write_conf(corpus["root"] / "e.yaml", model={"d_model": 64})
     with pytest.raises(KocallError, match=r"init model '.*exp_a/final': tensor '.*' is \(.*48.*\) there"):
         run_training(options(corpus, wider, "exp_e", init_model=str(source)), tokenizer=tok)
+    from kocall.export import export_int8
+
+    export_int8(source, corpus["root"] / "a_int8")
+    with pytest.raises(KocallError, match="an int8 model dir; start from the float one"):
+        run_training(options(corpus, still, "exp_g", init_model=str(corpus["root"] / "a_int8")), tokenizer=tok)
     with pytest.raises(KocallError, match="missing-dir"):
         run_training(options(corpus, still, "exp_f", init_model=str(corpus["root"] / "missing-dir")), tokenizer=tok)
 

@@ -92,7 +92,9 @@ def init_from_model_dir(model: nn.Module, path: str | os.PathLike, lang_dir: str
     from kocall.lang import Tokenizer
 
     path = Path(path)
-    source, tokenizer, _config = load_model_dir(path)
+    source, tokenizer, config = load_model_dir(path)
+    if config.get("quantized") not in (False, None, "none"):
+        raise KocallError(f"init model '{path}': an int8 model dir; start from the float one it was exported from")
     wanted = Tokenizer.from_lang_dir(lang_dir)
     if list(tokenizer.symbols) != list(wanted.symbols):
         raise KocallError(f"init model '{path}': its units (tokens.txt, {len(tokenizer.symbols)}) differ from "
