@@ -374,7 +374,7 @@ def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfi
     side, feats = overfitted
     mapper = UnitMapper(ours, side.tokenizer.token_bytes)
     vocab = list(side.search_vocabulary(mapper)[0])
-    texts = TEXTS + ["배송", ""]
+    texts = TEXTS + ["배송", "", "배송 조회", "배송 조회 부탁", "명동점 몇"]   # prefixes shared in the trie
     got = side.teacher_forced(feats[1], texts, mapper)
     for text, score in zip(texts, got):
         ids = side.tokenizer.encode(" " + text) if text else []
@@ -384,6 +384,14 @@ def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfi
         lp = torch.log_softmax(logits[:, vocab], dim=-1)
         want = sum(float(lp[j, vocab.index(t)]) for j, t in enumerate(ids + [side.eot]))
         assert score == pytest.approx(want, abs=1e-4)
+
+
+def test_prefix_trie_shares_prefixes():
+    from kocall.joint_decode import prefix_trie
+
+    tokens, parents, paths = prefix_trie([[5, 6, 7], [5, 6, 9], [5], [], [8, 6]])
+    assert tokens == [5, 6, 7, 9, 8, 6] and parents == [-1, 0, 1, 1, -1, 4]
+    assert paths == [[0, 1, 2], [0, 1, 3], [0], [], [4, 5]]
 
 
 def test_whisper_ctc_takes_the_decoder_of_the_checkpoint_it_was_built_on(tmp_path):

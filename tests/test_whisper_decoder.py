@@ -130,6 +130,38 @@ def test_token_log_probs_sum_the_teacher_forced_log_softmax() -> None:
             assert float(score) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("with_cache", [False, True])
+def test_tree_attention_gives_each_path_its_own_logits(with_cache: bool) -> None:
+    """A prefix trie of hypotheses in one pass (parents): every node's logits equal those of its
+    path decoded alone as a plain sequence, after the same cached prefix or none."""
+    _, ours = random_reference(seed=5)
+    audio = torch.randn(1, 10, TINY["n_text_state"])
+    prefix = [1, 2] if with_cache else []
+    #          0  1  2  3  4  5  6         paths: [5 6 7], [5 6 9 4], [5 8], [7]
+    tokens = [5, 6, 7, 9, 4, 8, 7]
+    parents = [-1, 0, 1, 1, 3, 0, -1]
+    with torch.no_grad():
+        cache: dict = {}
+        if prefix:
+            ours(torch.tensor([prefix]), audio, cache)
+        before = {key: value.clone() for key, value in cache.items()}
+        tree = ours(torch.tensor([tokens]), audio, cache if prefix else None, parents=parents)[0]
+        for node in range(len(tokens)):
+            path, up = [], node
+            while up >= 0:
+                path.insert(0, tokens[up])
+                up = parents[up]
+            alone = ours(torch.tensor([prefix + path]), audio)[0, -1]
+            torch.testing.assert_close(tree[node], alone, atol=1e-4, rtol=1e-4)
+    assert cache.keys() == before.keys() and all(torch.equal(cache[k], before[k]) for k in cache)   # read only
+    with pytest.raises(KocallError, match="parent 2"):
+        ours(torch.tensor([[5, 6, 7]]), audio, parents=[-1, 2, 0])
+    with pytest.raises(KocallError, match="exceeds"):
+        ours(torch.tensor([list(range(1, 18))]), audio, parents=[-1] + list(range(16)))
+    wide = ours(torch.tensor([list(range(1, 18))]), audio, parents=[-1] * 17)   # 17 nodes, depth 1: fits
+    assert wide.shape == (1, 17, TINY["n_vocab"])
+
+
 def test_bad_dims_and_tensors_are_one_line() -> None:
     with pytest.raises(KocallError, match="n_text_head"):
         TextDecoder(dict(TINY, n_text_head=5))

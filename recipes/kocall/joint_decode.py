@@ -271,22 +271,45 @@ class AttentionSide:
         device = audio_features.device
         cache: dict = {}
         first = self.decoder(torch.tensor([self.sot], device=device), audio_features[:1], kv_cache=cache,
-                             output_rows=rows.to(device))[:, -1]                       # (1, N): the first token
-        n, width = len(hyps), max(len(h) for h in hyps)
-        logp = [torch.log_softmax(first.float(), dim=-1).expand(n, -1)[:, None]]
-        if width:
-            cache = reorder_cache(cache, [0] * n)
-            inputs = torch.tensor([h + [self.eot] * (width - len(h)) for h in hyps], device=device)
-            logits = self.decoder(inputs, audio_features[:1].expand(n, -1, -1), kv_cache=cache,
-                                  output_rows=rows.to(device))
+                             output_rows=rows.to(device))[0, -1]                       # (N,): the first token
+        # The N-best's prefix trie: hypotheses share most of their tokens, and each shared prefix
+        # goes through the decoder once (tree attention, TextDecoder's `parents`).
+        tokens, parents, paths = prefix_trie(hyps)
+        logp = [torch.log_softmax(first.float(), dim=-1)[None]]                        # node -1: after sot
+        if tokens:
+            logits = self.decoder(torch.tensor([tokens], device=device), audio_features[:1], kv_cache=cache,
+                                  output_rows=rows.to(device), parents=parents)[0]
             logp.append(torch.log_softmax(logits.float(), dim=-1))
-        logp_all = torch.cat(logp, dim=1).double().cpu().numpy()                       # (n, width + 1, N)
-        out = np.zeros(n)
-        for i, h in enumerate(hyps):
-            for position, token in enumerate(h + [self.eot]):
+        logp_nodes = torch.cat(logp).double().cpu().numpy()                            # (1 + nodes, N)
+        out = np.zeros(len(hyps))
+        for i, (h, path) in enumerate(zip(hyps, paths)):
+            # token j of h is read after node path[j - 1] (the sot sequence for j = 0); eot after the last
+            for before, token in zip([-1] + path, h + [self.eot]):
                 col = column[token] if token < len(column) else -1
-                out[i] += logp_all[i, position, col] if col >= 0 else -np.inf
+                out[i] += logp_nodes[before + 1, col] if col >= 0 else -np.inf
         return out
+
+
+def prefix_trie(sequences: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[list[int]]]:
+    """(node tokens, node parents (-1 = the root), each sequence's path of node indices): the
+    sequences' prefix trie, a parent before its children; a prefix shared by several sequences is
+    one node per token."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    child: dict[tuple[int, int], int] = {}
+    paths = []
+    for seq in sequences:
+        node, path = -1, []
+        for token in seq:
+            key = (node, int(token))
+            if key not in child:
+                child[key] = len(tokens)
+                tokens.append(int(token))
+                parents.append(node)
+            node = child[key]
+            path.append(node)
+        paths.append(path)
+    return tokens, parents, paths
 
 
 # ------------------------------------------------------------------ rescore mode

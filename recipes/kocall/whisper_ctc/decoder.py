@@ -100,6 +100,26 @@ class DecoderBlock(nn.Module):
         return x + self.drop(self.mlp(self.mlp_ln(x)))
 
 
+def tree_attention(parents: Sequence[int], offset: int, device: torch.device | str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions (U,), self-attention mask (U, offset + U), True = may attend) of U tree tokens
+    after `offset` cached ones: token i sits at offset + its depth and sees the cache, its
+    ancestors and itself."""
+    n = len(parents)
+    depth = [0] * n
+    mask = torch.zeros(n, offset + n, dtype=torch.bool)
+    mask[:, :offset] = True
+    for i, parent in enumerate(parents):
+        parent = int(parent)
+        if not -1 <= parent < i:
+            raise KocallError(f"decoder tree: token {i} has parent {parent}; a parent is -1 or an earlier token")
+        if parent >= 0:
+            depth[i] = depth[parent] + 1
+            mask[i, offset:] = mask[parent, offset:]
+        mask[i, offset + i] = True
+    return torch.tensor(depth, dtype=torch.long, device=device) + offset, mask.to(device)
+
+
 def check_vocab_ids(vocab_ids: Sequence[int], n_vocab: int) -> list[int]:
     """A pruned vocabulary: strictly increasing token ids below n_vocab (one line otherwise)."""
     ids = [int(t) for t in vocab_ids]
@@ -163,7 +183,8 @@ class TextDecoder(nn.Module):
         return int(kv_cache["blocks.0.attn.key"].shape[1])
 
     def forward(self, tokens: torch.Tensor, audio_features: torch.Tensor, kv_cache: KVCache | None = None,
-                audio_mask: torch.Tensor | None = None, output_rows: torch.Tensor | None = None) -> torch.Tensor:
+                audio_mask: torch.Tensor | None = None, output_rows: torch.Tensor | None = None,
+                parents: Sequence[int] | None = None) -> torch.Tensor:
         """tokens (B, U) int64, audio_features (B, T, d) -> logits (B, U, n_vocab) float32.
 
         Without a cache the tokens are whole sequences (teacher forcing; right padding does not
@@ -172,6 +193,12 @@ class TextDecoder(nn.Module):
         output_rows (N, d): the output projection's rows (default: the whole token embedding); a
         search over a subset of the vocabulary passes `token_embedding.weight[ids]` and gets
         logits (B, U, N) for those ids, without the cost of the other rows.
+        parents (U,): the tokens form a tree (a prefix trie of hypotheses, as SpecInfer's and
+        Medusa's tree attention): token i follows token parents[i], or what the cache holds when
+        parents[i] is -1 (a parent comes before its children). Each token sees the cache and its
+        own ancestors, at the position of its depth, so its logits are those of its path decoded
+        alone: many hypotheses with shared prefixes in one pass, each shared token computed once.
+        The cache is read, not extended (a tree is no single sequence to continue).
         """
         if tokens.dim() != 2 or audio_features.dim() != 3 or tokens.size(0) != audio_features.size(0):
             raise KocallError(f"decoder input: tokens (B, U) and audio features (B, T, d) with the same B, got "
@@ -181,19 +208,29 @@ class TextDecoder(nn.Module):
                               f"expects {self.dims['n_text_state']}")
         offset = self.cached_length(kv_cache)
         u = tokens.size(1)
-        if offset + u > self.n_ctx:
+        if parents is None and offset + u > self.n_ctx:
             raise KocallError(f"decoder input: {offset + u} tokens exceed the decoder's {self.n_ctx} positions")
         if kv_cache is not None:
             if audio_mask is None:
                 audio_mask = kv_cache.get("audio_mask")
             elif "audio_mask" not in kv_cache:
                 kv_cache["audio_mask"] = audio_mask
-        x = self.token_embedding(self.rows(tokens)) + self.positional_embedding[offset:offset + u]
+        if parents is not None:
+            if u != len(parents):
+                raise KocallError(f"decoder input: {u} tokens and {len(parents)} parents")
+            positions, self_mask = tree_attention(parents, offset, tokens.device)
+            if int(positions.max()) + 1 > self.n_ctx:
+                raise KocallError(f"decoder input: a path of {int(positions.max()) + 1} tokens (cache included) "
+                                  f"exceeds the decoder's {self.n_ctx} positions")
+            kv_cache = dict(kv_cache) if kv_cache is not None else None   # read, not extended
+        else:
+            positions = torch.arange(offset, offset + u, device=tokens.device)
+            self_mask = None
+            if u > 1:   # query i (position offset+i) sees keys 0..offset+i
+                key_pos = torch.arange(offset + u, device=tokens.device)
+                self_mask = key_pos[None, :] <= positions[:, None]
+        x = self.token_embedding(self.rows(tokens)) + self.positional_embedding[positions]
         x = x.to(audio_features.dtype)
-        self_mask = None
-        if u > 1:   # query i (position offset+i) sees keys 0..offset+i
-            key_pos = torch.arange(offset + u, device=tokens.device)
-            self_mask = key_pos[None, :] <= (offset + torch.arange(u, device=tokens.device))[:, None]
         cross_mask = None
         if audio_mask is not None:
             if audio_mask.shape != audio_features.shape[:2]:
