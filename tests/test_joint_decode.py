@@ -314,6 +314,13 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
         for mode_settings in (settings, rescore_settings):
             assert (decode_one(pruned_jm, pruned, feats, mode_settings)
                     == decode_one(jm, model, feats, mode_settings)), (utt, mode_settings.mode)
+        # a text holding a token the search cannot spell (a lone jamo) scores -inf, pruned or not
+        audio = pruned_jm.encode(feats)[0]
+        texts = [outs["joint"][utt], "ㅋ" + outs["joint"][utt], ""]
+        scores = pruned_jm.side.teacher_forced(audio, texts, UnitMapper(tok, jm.side.tokenizer.token_bytes))
+        assert np.isfinite(scores[[0, 2]]).all() and scores[1] == -np.inf
+        np.testing.assert_allclose(scores, jm.side.teacher_forced(
+            jm.encode(feats)[0], texts, UnitMapper(tok, jm.side.tokenizer.token_bytes)), rtol=1e-5)
     with pytest.raises(KocallError, match="not in this decoder's pruned vocabulary"):
         outside = next(t for t in range(jm.side.tokenizer.n_vocab) if t not in set(vocab_ids))
         pruned.decoder(torch.tensor([[outside]]), torch.zeros(1, 3, pruned.decoder.dims["n_text_state"]))

@@ -169,7 +169,7 @@ def test_encoder_only_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert str(ckpt) in message and "convert-whisper" in message and "\n" not in message
 
 
-@pytest.mark.parametrize("activations", ["float", "dynamic"])
+@pytest.mark.parametrize("activations", ["float", "dynamic", "dynamic-decoder"])
 def test_int8_export_stores_the_vocabulary_table_as_int8(tmp_path: Path, activations: str) -> None:
     import json
 
@@ -196,6 +196,11 @@ def test_int8_export_stores_the_vocabulary_table_as_int8(tmp_path: Path, activat
     assert stored["decoder.token_embedding.weight_int8"].dtype == torch.int8
     assert "decoder.token_embedding.weight" not in stored
     int8_model, _, _ = load_any_model_dir(tmp_path / "int8")
+    # which layers run int8 matmuls: all, none, or the decoder's alone
+    dynamic = {name for name, module in int8_model.named_modules() if "quantized" in type(module).__module__}
+    decoder = {name for name in dynamic if name.startswith("decoder.")}
+    assert {"float": not dynamic, "dynamic": decoder and dynamic - decoder,
+            "dynamic-decoder": decoder and dynamic == decoder}[activations], sorted(dynamic)
     feats, lens = torch.randn(1, 20, 16), torch.tensor([20])
     tokens = torch.tensor([[4001, 4002, 7, 8]])
     with torch.no_grad():

@@ -32,7 +32,10 @@ Format choice (`config.json` "quantized": "int8-dynamic-linear"):
   layer, so only the weights' precision is lost (and only the disk and download size
   shrink). The default is the model family's (`int8_activations`): Conformer-CTC dynamic,
   Whisper-CTC float (Whisper's activations have outlier channels that per-batch int8
-  clips). A dir without the field is "dynamic".
+  clips). "dynamic-decoder": int8 matmuls in the attention decoder (`decoder.*`) only, float
+  elsewhere: the decoder's search steps multiply a few rows by all its weights (memory-bound),
+  and int8 weights are read four times faster, while the encoder's outliers stay float
+  (whisper_hybrid's default). A dir without the field is "dynamic".
 
 The directory is self-contained: model.pt, config.json, tokens.txt, cmvn.json, fbank.yaml
 and any other side file of the float dir (e.g. bpe.model) are copied; a relative LM path
@@ -59,7 +62,8 @@ from kocall.errors import KocallError
 from kocall.fileio import atomic_dir, check_output_dir, check_replaceable, read_text
 
 QUANT_TAG = "int8-dynamic-linear"
-ACTIVATIONS = ("dynamic", "float")   # quantization.activations of an int8 dir
+ACTIVATIONS = ("dynamic", "float", "dynamic-decoder")   # quantization.activations of an int8 dir
+DECODER_PREFIX = "decoder."   # "dynamic-decoder": the layers of an attention decoder run int8
 FORMAT_VERSION = 2   # 2: 1-d convolutions int8 too, pruned decoder vocabularies
 REQUIRED_FILES = ("model.pt", "config.json", "tokens.txt", "cmvn.json", "fbank.yaml")
 INT8_SUFFIX = "_int8"      # "<float key>_int8": the int8 values of a quantised weight
@@ -372,29 +376,30 @@ def _int8_module(model: nn.Module, name: str, kind: str, state: dict[str, torch.
     return Int8SelfAttention(in_proj, out_proj, mha.num_heads, mha.embed_dim)
 
 
+def runs_int8(name: str, kind: str, activations: str) -> bool:
+    """Whether stored layer `name` runs int8 matmuls (else its weights are dequantised at load)."""
+    if kind in DEQUANTISED_KINDS or activations == "float":
+        return False
+    return activations == "dynamic" or name.startswith(DECODER_PREFIX)
+
+
 def build_int8_model(model: nn.Module, state: dict[str, torch.Tensor], modules: dict[str, str],
                      activations: str = "dynamic") -> nn.Module:
-    """Load the float tensors into `model`, then swap each listed layer for its int8 twin
-    (activations "dynamic"), or load its int8 weights dequantised (activations "float")."""
-    if activations == "float":
-        dequantised = {key: dequantize_weight(state[key + INT8_SUFFIX], state[key + SCALE_SUFFIX])
-                       for key in quantized_weight_keys(modules)}
-        float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
-        model.load_state_dict({**float_part, **dequantised}, strict=True)
-        return model.eval()
-    torch.backends.quantized.engine = choose_engine()
+    """Load the float tensors into `model`, then swap each layer that `runs_int8` for its int8
+    twin; the other listed layers get their int8 weights dequantised (q x scale)."""
+    dynamic = {name: kind for name, kind in modules.items() if runs_int8(name, kind, activations)}
+    if dynamic:
+        torch.backends.quantized.engine = choose_engine()
     float_part = {k: v for k, v in state.items() if not k.endswith((INT8_SUFFIX, SCALE_SUFFIX))}
-    float_part.update({f"{name}.weight": dequantize_weight(state[f"{name}.weight{INT8_SUFFIX}"],
-                                                           state[f"{name}.weight{SCALE_SUFFIX}"])
-                       for name, kind in modules.items() if kind in DEQUANTISED_KINDS})
+    float_part.update({key: dequantize_weight(state[key + INT8_SUFFIX], state[key + SCALE_SUFFIX])
+                       for key in quantized_weight_keys({n: k for n, k in modules.items() if n not in dynamic})})
     result = model.load_state_dict(float_part, strict=False)
-    unexpected_missing = set(result.missing_keys) - set(quantized_weight_keys(modules))
+    unexpected_missing = set(result.missing_keys) - set(quantized_weight_keys(dynamic))
     if unexpected_missing or result.unexpected_keys:  # check_state_dict ran first; defensive only
         raise KocallError(f"int8 state dict does not fit the model: missing {sorted(unexpected_missing)[:3]}, "
                           f"unexpected {result.unexpected_keys[:3]}")
-    for name, kind in modules.items():
-        if kind not in DEQUANTISED_KINDS:
-            _set_submodule(model, name, _int8_module(model, name, kind, state))
+    for name, kind in dynamic.items():
+        _set_submodule(model, name, _int8_module(model, name, kind, state))
     return model.eval()
 
 
@@ -506,7 +511,7 @@ def load_int8_model_dir(model_dir: str | os.PathLike, device: str = "cpu", build
     if config.get("quantized") != QUANT_TAG:
         raise _fail(model_dir / "config.json", f"\"quantized\" is {config.get('quantized')!r}, not \"{QUANT_TAG}\"")
     activations = stored_activations(config, model_dir)
-    if str(device) != "cpu" and activations == "dynamic":
+    if str(device) != "cpu" and activations != "float":
         raise KocallError(f"model dir '{model_dir}' is int8 ({QUANT_TAG}); its kernels run on the CPU only: "
                           f"use --device cpu")
     model = build_int8_model(model, state, _stored_modules(config, model, model_dir), activations)
@@ -583,6 +588,11 @@ def is_up_to_date(src: Path, dst: Path, activations: str) -> bool:
             and all((dst / n).is_file() for n in REQUIRED_FILES))
 
 
+SCHEMES = {"dynamic": "dynamic int8 activations",
+           "float": "float activations (weights dequantised at load)",
+           "dynamic-decoder": "dynamic int8 activations in the decoder, float elsewhere (weights dequantised)"}
+
+
 def default_activations(src: Path) -> str:
     """The model family's int8 activations (kocall.models: `int8_activations`)."""
     from kocall.models import arch_of, family
@@ -593,7 +603,7 @@ def default_activations(src: Path) -> str:
 def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn | None = None,
                 if_stale: bool = False, activations: str | None = None) -> ExportSummary:
     """Write the int8 twin of float model dir `src` to `dst` (atomically, as a whole dir).
-    activations: "dynamic" or "float" (see the module docstring); None: the family's default."""
+    activations: one of ACTIVATIONS (see the module docstring); None: the family's default."""
     src, dst = Path(src), Path(dst)
     check_output_dir(dst, {"--model": src})  # --out may not be, hold or sit inside the float model
     check_replaceable(dst)   # nor a folder kocall did not write: checked before the model loads
@@ -618,9 +628,7 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
     out_config["quantized"] = QUANT_TAG
     out_config["quantization"] = {
         "format_version": FORMAT_VERSION,
-        "scheme": "per-output-channel symmetric int8 weights, float32 scales; "
-                  + ("dynamic int8 activations" if activations == "dynamic" else "float activations (weights "
-                                                                                  "dequantised at load)"),
+        "scheme": "per-output-channel symmetric int8 weights, float32 scales; " + SCHEMES[activations],
         "activations": activations,
         "modules": modules,
         "source_fingerprint": _source_fingerprint(src),
@@ -650,8 +658,8 @@ def export_int8(src: str | os.PathLike, dst: str | os.PathLike, build: BuildFn |
               help="weight type of the exported model")
 @click.option("--if-stale", is_flag=True, help="do nothing when --out is already the export of --model")
 @click.option("--activations", type=click.Choice(["auto", *ACTIVATIONS]), default="auto", show_default=True,
-              help="dynamic: int8 matmuls (CPU); float: int8 weights dequantised at load; auto: the model "
-                   "family's choice")
+              help="dynamic: int8 matmuls (CPU); float: int8 weights dequantised at load; dynamic-decoder: "
+                   "int8 matmuls in the attention decoder only (CPU); auto: the model family's choice")
 def export_cmd(model_dir: str, out_dir: str, dtype: str, if_stale: bool, activations: str) -> None:
     """Export a float model dir as a compact int8 model dir that `kocall decode` loads."""
     summary = export_int8(model_dir, out_dir, if_stale=if_stale,

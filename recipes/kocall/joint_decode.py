@@ -272,21 +272,23 @@ class AttentionSide:
         cache: dict = {}
         first = self.decoder(torch.tensor([self.sot], device=device), audio_features[:1], kv_cache=cache,
                              output_rows=rows.to(device))[0, -1]                       # (N,): the first token
+        # A token outside the search's vocabulary (a lone jamo's bytes) has probability 0 there,
+        # and a pruned decoder has no row for it: such a text scores -inf without the decoder.
+        scorable = [i for i, h in enumerate(hyps) if all(t < len(column) and column[t] >= 0 for t in h)]
         # The N-best's prefix trie: hypotheses share most of their tokens, and each shared prefix
         # goes through the decoder once (tree attention, TextDecoder's `parents`).
-        tokens, parents, paths = prefix_trie(hyps)
+        tokens, parents, paths = prefix_trie([hyps[i] for i in scorable])
         logp = [torch.log_softmax(first.float(), dim=-1)[None]]                        # node -1: after sot
         if tokens:
             logits = self.decoder(torch.tensor([tokens], device=device), audio_features[:1], kv_cache=cache,
                                   output_rows=rows.to(device), parents=parents)[0]
             logp.append(torch.log_softmax(logits.float(), dim=-1))
         logp_nodes = torch.cat(logp).double().cpu().numpy()                            # (1 + nodes, N)
-        out = np.zeros(len(hyps))
-        for i, (h, path) in enumerate(zip(hyps, paths)):
-            # token j of h is read after node path[j - 1] (the sot sequence for j = 0); eot after the last
-            for before, token in zip([-1] + path, h + [self.eot]):
-                col = column[token] if token < len(column) else -1
-                out[i] += logp_nodes[before + 1, col] if col >= 0 else -np.inf
+        out = np.full(len(hyps), -np.inf)
+        for i, path in zip(scorable, paths):
+            # token j is read after node path[j - 1] (the sot sequence for j = 0); eot after the last
+            out[i] = sum(logp_nodes[before + 1, column[token]]
+                         for before, token in zip([-1] + path, hyps[i] + [self.eot]))
         return out
 
 

@@ -26,8 +26,9 @@ class ModelFamily(Protocol):
 
     arch: str
     uses_cmvn: bool   # False: the front end normalises itself; the model dir gets an identity cmvn.json
-    int8_activations: str   # int8 export's default (kocall.export): "dynamic" int8 matmuls, or "float"
-                            # (int8 weights dequantised at load) where activations have outliers
+    int8_activations: str   # int8 export's default (kocall.export): "dynamic" int8 matmuls, "float"
+                            # (int8 weights dequantised at load) where activations have outliers, or
+                            # "dynamic-decoder" (int8 matmuls in the attention decoder only)
 
     def model_config(self, cfg: Any, n_mels: int, vocab_size: int) -> dict:
         """The complete `model` dict of config.json (hyper-parameters + data dims + pretrained dims)."""

@@ -276,7 +276,7 @@ def measure_model(model_dir: str, cfg: ReportConfig) -> dict[str, Any]:
             result["rtf"][f"cpu{n}"][mode] = rtf
             hyps_by_mode.setdefault(mode, hyps)
     want_gpu = cfg.device == "cuda" and torch.cuda.is_available()
-    if want_gpu and result["int8_activations"] != "dynamic":   # dynamic int8 kernels are CPU-only
+    if want_gpu and result["int8_activations"] in (None, "float"):   # dynamic int8 kernels are CPU-only
         gpu = make_recognizer(path, "cuda", cfg, weights)
         torch.cuda.reset_peak_memory_stats()
         result["rtf"]["cuda"] = {mode: time_pass(gpu, utts, mode)[0] for mode in modes if mode not in ATTENTION_MODES}
@@ -352,8 +352,9 @@ def _f(value: float | None, digits: int = 2) -> str:
 def model_table(m: dict[str, Any], sets: list[str], devices: list[str]) -> list[str]:
     kind = "float32"
     if m["quantized"]:
-        kind = ("int8 (dynamic, Linear + attention)" if m.get("int8_activations", "dynamic") == "dynamic"
-                else "int8 weights, float activations")
+        kind = {"dynamic": "int8 (dynamic, Linear + attention)", "float": "int8 weights, float activations",
+                "dynamic-decoder": "int8 weights; dynamic int8 in the decoder, float activations elsewhere"
+                }.get(m.get("int8_activations", "dynamic"), str(m.get("int8_activations")))
     lines = [f"### {m['name']} ({kind})", "",
              f"`{m['path']}` -- {m['params']:,} parameters, {_f(m['size_mb'])} MB on disk, "
              f"peak RSS {_f(m['peak_rss_mb'], 0)} MB (+{_f(m['peak_rss_delta_mb'], 0)} MB for model, LM and "
