@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=16)
     parser.add_argument("--lm-weight", type=float, default=1.5)
     parser.add_argument("--word-bonus", type=float, default=2.5)
-    parser.add_argument("--rescore-nbest", type=int, default=16)
+    parser.add_argument("--rescore-nbest", type=int, default=32)
     parser.add_argument("--attention-weights", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--ctc-weights", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--joint-lm-weights", type=float, nargs="+", default=[0.0, 0.3])

@@ -137,6 +137,35 @@ def test_bad_attention_weight_is_refused(bad):
         RescoreConfig(attention_weight=bad)
 
 
+def test_joint_search_steps_run_on_one_torch_thread(overfitted, ours):
+    """The decoder's steps see one intra-op thread (a beam's few rows); the caller's count is back after."""
+    side, feats = overfitted
+    seen = []
+    decoder = side.decoder
+
+    class Recording(torch.nn.Module):
+        n_ctx = decoder.n_ctx
+
+        def forward(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return decoder(*args, **kwargs)
+
+        def output_embedding(self, ids):
+            return decoder.output_embedding(ids)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        recorded = AttentionSide(Recording(), side.tokenizer)
+        lp = peaked_ctc(ours.encode(TEXTS[0]), len(ours), seed=0)
+        hyp = joint_decode_utterance(recorded, feats[0], lp, UnitMapper(ours, side.tokenizer.token_bytes),
+                                     JointConfig(ctc_weight=0.3, beam=4))[0]
+        assert hyp.text == TEXTS[0] and seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_teacher_forced_scores_prefer_the_trained_text(overfitted):
     side, feats = overfitted
     scores = side.teacher_forced(feats[0], TEXTS)
@@ -277,7 +306,8 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
     outs = {}
     for mode in ("joint", "rescore", "ctc"):
         out = tmp_path / f"{mode}.txt"
-        extra = ["--nbest", "16", "--nbest-out", str(tmp_path / "nbest.txt")] if mode == "ctc" else []
+        extra = {"ctc": ["--nbest", "16", "--nbest-out", str(tmp_path / "nbest.txt")],
+                 "rescore": ["--rescore-nbest", "16"]}.get(mode, [])
         result = runner.invoke(main, ["decode", "--model", str(final), "--data-dir", str(train), "--mode", mode,
                                       "--beam", "16", "--out", str(out), *extra])
         assert result.exit_code == 0, result.output

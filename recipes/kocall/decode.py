@@ -305,7 +305,7 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
               help="full Whisper checkpoint whose decoder a whisper_ctc model uses in rescore/joint modes")
 @click.option("--attention-weight", type=float, default=1.0, show_default=True,
               help="rescore: x the decoder's log-prob, added to the CTC+LM score")
-@click.option("--rescore-nbest", type=int, default=16, show_default=True, help="rescore: hypotheses rescored")
+@click.option("--rescore-nbest", type=int, default=32, show_default=True, help="rescore: hypotheses rescored")
 @click.option("--ctc-weight", type=float, default=0.3, show_default=True,
               help="joint: (1 - w) x attention + w x CTC prefix log-prob")
 @click.option("--joint-lm-weight", type=float, default=0.0, show_default=True, help="joint: x the LM's ln score")
@@ -316,7 +316,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                token_min_logp, nbest, nbest_out, device, greedy, batch_size, hotwords, hotword_weight, hotword_lm_compensation, max_seconds,
                fmt="text", out_dir=None, precision="float", no_lm=False, channel_labels="agent,customer",
                segmentation="auto", itn=False, mode="ctc", attention_checkpoint=None, attention_weight=1.0,
-               rescore_nbest=16, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4,
+               rescore_nbest=32, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4,
                threads=None) -> None:
     """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
     from kocall.progress import progress_bar

@@ -30,6 +30,7 @@ it, and a hypothesis must not dodge the CTC score by writing it). The output tex
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def check_count(name: str, value: int, low: int, high: int) -> int:
 @dataclass(frozen=True)
 class RescoreConfig:
     attention_weight: float = 1.0   # x the decoder's log-prob, added to the CTC+LM score
-    nbest: int = 16                 # hypotheses of the CTC+LM search rescored
+    nbest: int = 32                 # hypotheses of the CTC+LM search rescored (conf/decode.yaml)
 
     def __post_init__(self) -> None:
         check_number("attention weight", self.attention_weight, 0.0, 100.0)
@@ -448,6 +449,24 @@ def reorder_cache(cache: dict, rows: list[int]) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one intra-op thread inside: the search's decoder steps multiply a few rows (the
+    beam) by each weight matrix, too little work to share; a second thread only adds its
+    hand-offs (shared-ko dev, 2 threads: search 29 % slower than on one). The encoder, before
+    the search, keeps every thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
 def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.ndarray, mapper: UnitMapper,
                            cfg: JointConfig, blank: int = 0, lm_tables=None, context=None, nbest: int = 1,
                            backend: str = "cpu", audio_mask=None) -> list[JointHypothesis]:
@@ -482,7 +501,7 @@ def joint_decode_utterance(side: AttentionSide, audio_features, log_probs: np.nd
     cache: dict = {}
     hyps = [_Hyp([], b"", 0.0, (), (scorer.root,))]
     ended: list[JointHypothesis] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_torch_thread():
         logits = side.decoder(torch.tensor([sot], device=device), audio_features, kv_cache=cache,
                               audio_mask=audio_mask, output_rows=out_rows)[:, -1]
         for step in range(max_tokens):
@@ -767,7 +786,7 @@ def mode_grid(conf: dict, mode: str) -> list[Any]:
     section = conf.get(mode) or {}
     try:
         if mode == "rescore":
-            return [RescoreConfig(attention_weight=float(w), nbest=int(section.get("nbest", 16)))
+            return [RescoreConfig(attention_weight=float(w), nbest=int(section.get("nbest", RescoreConfig.nbest)))
                     for w in section.get("attention_weight", [1.0])]
         return [JointConfig(ctc_weight=float(c), lm_weight=float(lw), char_bonus=float(b),
                             beam=int(section.get("beam", 4)), pre_beam=int(section.get("pre_beam", 8)))
