@@ -405,9 +405,15 @@ def test_search_vocabulary_keeps_what_can_be_spelt(ours):
     assert mapper.units("명 你".encode()) is None
 
 
-def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfitted, ours):
-    """Rescoring's batched scores (sot and audio keys computed once, a cache shared by the texts)
-    equal whole sequences through the decoder with the softmax over the search's tokens."""
+@pytest.mark.parametrize("tree_tokens", [1024, 4])
+def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfitted, ours, tree_tokens,
+                                                                          monkeypatch):
+    """Rescoring's batched scores (sot and audio keys computed once, the texts' prefix trie in one
+    pass, or in several when it exceeds the tree's bound) equal whole sequences through the
+    decoder with the softmax over the search's tokens."""
+    import kocall.joint_decode as jd
+
+    monkeypatch.setattr(jd, "MAX_TREE_TOKENS", tree_tokens)
     side, feats = overfitted
     mapper = UnitMapper(ours, side.tokenizer.token_bytes)
     vocab = list(side.search_vocabulary(mapper)[0])
@@ -424,11 +430,15 @@ def test_shared_teacher_forcing_is_the_softmax_over_the_search_vocabulary(overfi
 
 
 def test_prefix_trie_shares_prefixes():
-    from kocall.joint_decode import prefix_trie
+    from kocall.joint_decode import prefix_trie, trie_groups
 
-    tokens, parents, paths = prefix_trie([[5, 6, 7], [5, 6, 9], [5], [], [8, 6]])
+    seqs = [[5, 6, 7], [5, 6, 9], [5], [], [8, 6]]
+    tokens, parents, paths = prefix_trie(seqs)
     assert tokens == [5, 6, 7, 9, 8, 6] and parents == [-1, 0, 1, 1, -1, 4]
     assert paths == [[0, 1, 2], [0, 1, 3], [0], [], [4, 5]]
+    assert trie_groups(seqs, 6) == [[0, 1, 2, 3, 4]]
+    assert trie_groups(seqs, 4) == [[0, 1, 2, 3], [4]]
+    assert trie_groups(seqs, 1) == [[0], [1], [2, 3], [4]]   # a longer sequence alone
 
 
 def test_whisper_ctc_takes_the_decoder_of_the_checkpoint_it_was_built_on(tmp_path):

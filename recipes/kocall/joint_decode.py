@@ -278,19 +278,40 @@ class AttentionSide:
         scorable = [i for i, h in enumerate(hyps) if all(t < len(column) and column[t] >= 0 for t in h)]
         # The N-best's prefix trie: hypotheses share most of their tokens, and each shared prefix
         # goes through the decoder once (tree attention, TextDecoder's `parents`).
-        tokens, parents, paths = prefix_trie([hyps[i] for i in scorable])
-        logp = [torch.log_softmax(first.float(), dim=-1)[None]]                        # node -1: after sot
-        if tokens:
-            logits = self.decoder(torch.tensor([tokens], device=device), audio_features[:1], kv_cache=cache,
-                                  output_rows=rows.to(device), parents=parents)[0]
-            logp.append(torch.log_softmax(logits.float(), dim=-1))
-        logp_nodes = torch.cat(logp).double().cpu().numpy()                            # (1 + nodes, N)
         out = np.full(len(hyps), -np.inf)
-        for i, path in zip(scorable, paths):
-            # token j is read after node path[j - 1] (the sot sequence for j = 0); eot after the last
-            out[i] = sum(logp_nodes[before + 1, column[token]]
-                         for before, token in zip([-1] + path, hyps[i] + [self.eot]))
+        first_logp = torch.log_softmax(first.float(), dim=-1)[None]                     # node -1: after sot
+        for group in trie_groups([hyps[i] for i in scorable], MAX_TREE_TOKENS):
+            members = [scorable[g] for g in group]
+            tokens, parents, paths = prefix_trie([hyps[i] for i in members])
+            logp = [first_logp]
+            if tokens:
+                logits = self.decoder(torch.tensor([tokens], device=device), audio_features[:1], kv_cache=cache,
+                                      output_rows=rows.to(device), parents=parents)[0]
+                logp.append(torch.log_softmax(logits.float(), dim=-1))
+            logp_nodes = torch.cat(logp).double().cpu().numpy()                        # (1 + nodes, N)
+            for i, path in zip(members, paths):
+                # token j is read after node path[j - 1] (the sot sequence for j = 0); eot after the last
+                out[i] = sum(logp_nodes[before + 1, column[token]]
+                             for before, token in zip([-1] + path, hyps[i] + [self.eot]))
         return out
+
+
+# The tree's self-attention holds (tokens x tokens) scores per head: a longer N-best goes
+# through in several trees of at most this many tokens (8 heads x 1024^2 floats: 32 MB).
+MAX_TREE_TOKENS = 1024
+
+
+def trie_groups(sequences: Sequence[Sequence[int]], limit: int) -> list[list[int]]:
+    """Consecutive groups of sequence indices whose prefix trie has at most `limit` nodes (a
+    sequence longer than that alone in its group)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index, seq in enumerate(sequences):
+        if current and len(prefix_trie([sequences[j] for j in current] + [seq])[0]) > limit:
+            groups.append(current)
+            current = []
+        current.append(index)
+    return groups + [current] if current else groups
 
 
 def prefix_trie(sequences: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[list[int]]]:
