@@ -4,6 +4,7 @@ overfitted here on a few utterances, and the refusal of bad weights."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -389,6 +390,54 @@ def test_decode_cli_modes_on_a_hybrid_model_dir(tmp_path):
     info = json.loads((tmp_path / "exp" / "decode_dev_joint" / "decode_info.json").read_text(encoding="utf-8"))
     assert info["decoder"] == "joint" and info["joint_ctc_weight"] == best["ctc_weight"]
     assert set(read_table(tmp_path / "exp" / "decode_dev_joint" / "hyp.txt", allow_empty_value=True)) == set(feats_scp)
+
+    # A model package keeps the attention modes' tuned settings (rescore's written here, joint's
+    # from the stage above), and `kocall decode --mode rescore|joint` takes them unless given.
+    from kocall.package import write_package
+
+    amdir = tmp_path / "exp"
+    export_int8(final, amdir / "final_int8")
+    (amdir / "decode_dev_beam").mkdir(exist_ok=True)
+    (amdir / "decode_dev_beam" / "best_weights.json").write_text(json.dumps({"lm_weight": 0.0, "word_bonus": 0.0}))
+    (amdir / "decode_dev_rescore").mkdir()
+    (amdir / "decode_dev_rescore" / "best_weights.json").write_text(json.dumps(
+        {"attention_weight": 3.0, "nbest": 16, "cer": 10.0, "set": "dev"}))
+    package = write_package(amdir, lang, tmp_path / "pkg", tmp_path / "decode.yaml")
+    card = (package / "MODEL.md").read_text(encoding="utf-8")
+    assert "attention_weight 3.0, nbest 16" in card and f"ctc_weight {best['ctc_weight']}" in card
+
+    def package_cli(mode: str, *extra: str) -> dict:
+        out = tmp_path / f"pkg_{mode}.txt"
+        result = runner.invoke(main, ["decode", "--model", str(package), "--data-dir", str(train), "--mode", mode,
+                                      "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return read_table(out, allow_empty_value=True)
+
+    pkg_model, _, pkg_config = load_model_dir(package / "float")
+    pkg_jm = load_joint_model(pkg_model, pkg_config, package / "float")
+
+    def reference(mode: str, **weights) -> dict:
+        settings = ModeSettings(mode, tok, DecoderConfig(beam=16, lm_weight=0.0, word_bonus=0.0),
+                                rescore=RescoreConfig(**weights) if mode == "rescore" else RescoreConfig(),
+                                joint=JointConfig(**weights) if mode == "joint" else JointConfig())
+        return {utt: decode_one(pkg_jm, pkg_model, make_feats(InputUtt(utt, spec, True)), settings)
+                for utt, spec in feats_scp.items()}
+
+    tuned = reference("rescore", attention_weight=3.0, nbest=16)
+    assert package_cli("rescore") == tuned
+    first_best = reference("rescore", attention_weight=3.0, nbest=1)   # the N-best of one: CTC's choice
+    assert tuned != first_best
+    assert package_cli("rescore", "--rescore-nbest", "1") == first_best   # an option given here wins
+    assert package_cli("joint") == reference("joint", **{k: best[k] for k in ("ctc_weight", "lm_weight", "char_bonus",
+                                                                              "beam", "pre_beam")})
+    bad = tmp_path / "bad_pkg"
+    shutil.copytree(package, bad)
+    stored = (package / "joint_weights.json").read_text(encoding="utf-8")
+    spoilt = stored.replace(f'"ctc_weight": {best["ctc_weight"]}', '"ctc_weight": 2.0')
+    assert spoilt != stored and len(spoilt) == len(stored)   # the manifest's size, a bad value
+    (bad / "joint_weights.json").write_text(spoilt, encoding="utf-8")
+    result = runner.invoke(main, ["decode", "--model", str(bad), "--data-dir", str(train), "--mode", "joint"])
+    assert result.exit_code == 1 and "joint_weights.json" in result.output and "CTC weight" in result.output
 
 
 def test_search_vocabulary_keeps_what_can_be_spelt(ours):

@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import click
 import numpy as np
@@ -246,6 +246,14 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
         write_table(nbest_out, rows)
 
 
+# kocall decode's option for each attention-mode setting a package may hold (kocall.package.MODE_SETTINGS;
+# the joint pre-beam has none: the package's, else JointConfig's).
+ATTENTION_OPTIONS: dict[str, dict[str, str]] = {
+    "rescore": {"attention_weight": "attention_weight", "nbest": "rescore_nbest"},
+    "joint": {"ctc_weight": "ctc_weight", "lm_weight": "joint_lm_weight", "char_bonus": "char_bonus",
+              "beam": "joint_beam"}}
+
+
 @click.command("decode")
 @click.argument("wavs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="model dir (final/)")
@@ -304,10 +312,11 @@ def write_outputs(out: str | None, texts: dict[str, str], nbest_out: str | None,
 @click.option("--attention-checkpoint", default=None, type=click.Path(dir_okay=False),
               help="full Whisper checkpoint whose decoder a whisper_ctc model uses in rescore/joint modes")
 @click.option("--attention-weight", type=float, default=1.0, show_default=True,
-              help="rescore: x the decoder's log-prob, added to the CTC+LM score")
+              help="rescore: x the decoder's log-prob, added to the CTC+LM score (a package's tuned value unless given)")
 @click.option("--rescore-nbest", type=int, default=32, show_default=True, help="rescore: hypotheses rescored")
 @click.option("--ctc-weight", type=float, default=0.3, show_default=True,
-              help="joint: (1 - w) x attention + w x CTC prefix log-prob")
+              help="joint: (1 - w) x attention + w x CTC prefix log-prob (with --joint-lm-weight, --char-bonus "
+                   "and --joint-beam: a package's tuned values unless given)")
 @click.option("--joint-lm-weight", type=float, default=0.0, show_default=True, help="joint: x the LM's ln score")
 @click.option("--char-bonus", type=float, default=0.0, show_default=True, help="joint: bonus per output character")
 @click.option("--joint-beam", type=int, default=4, show_default=True, help="joint: beam width")
@@ -350,9 +359,21 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
         from kocall.joint_decode import JointConfig, RescoreConfig, quiet_openmp
 
         quiet_openmp()
-        rescore_cfg = RescoreConfig(attention_weight=attention_weight, nbest=rescore_nbest)
-        joint_cfg = JointConfig(ctc_weight=ctc_weight, lm_weight=joint_lm_weight, char_bonus=char_bonus,
-                                beam=joint_beam)
+        from kocall.package import mode_settings
+
+        # A package's dev-tuned settings for this mode, unless given here (as the CTC search's).
+        tuned = mode_settings(model_dir, mode)
+        given_here = explicit_settings(click.get_current_context(), ATTENTION_OPTIONS[mode].values())
+
+        def setting(key: str, value: Any) -> Any:
+            option = ATTENTION_OPTIONS[mode].get(key)
+            return value if option in given_here or key not in tuned else tuned[key]
+
+        rescore_cfg = RescoreConfig(attention_weight=setting("attention_weight", attention_weight),
+                                    nbest=setting("nbest", rescore_nbest))
+        joint_cfg = JointConfig(ctc_weight=setting("ctc_weight", ctc_weight), lm_weight=setting("lm_weight", joint_lm_weight),
+                                char_bonus=setting("char_bonus", char_bonus), beam=setting("beam", joint_beam),
+                                pre_beam=setting("pre_beam", JointConfig.pre_beam))
         if greedy or nbest_out or itn:
             raise KocallError(f"--mode {mode} gives one text per utterance: not with --greedy, --nbest-out or --itn")
     if needs_file_path(wavs, fmt, out_dir, max_seconds, segmentation):

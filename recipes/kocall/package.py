@@ -13,6 +13,9 @@ Layout (format PACKAGE_FORMAT; `package.json` lists every file with its size):
                         it is a memory copy, where the ARPA is parsed line by line
     decode.yaml         the decode stage's search settings (beam, top-k, bonus unit)
     best_weights.json   LM weight and bonus tuned on dev by the decode stage
+    rescore_weights.json, joint_weights.json
+                        the attention modes' weights tuned on dev (a model with an attention
+                        decoder whose decode stage ran `--decode-mode rescore|joint`); optional
 
 A package is judged before anything loads: a missing file, a file of another size than its
 manifest says (an interrupted copy) or another format is one line naming the file.
@@ -23,7 +26,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,10 @@ PRECISIONS = ("float", "int8")
 # plain model dir (kocall decode's historical defaults).
 DECODE_DEFAULTS: dict[str, Any] = {"beam": 16, "token_topk": 16, "token_min_logp": -12.0, "bonus_unit": "token",
                                    "lm_weight": 0.5, "word_bonus": 1.0}
+# The attention modes' settings a package may hold (<mode>_weights.json, from the decode stage's
+# AMDIR/decode_dev_<mode>/best_weights.json): kocall.joint_decode.RescoreConfig / JointConfig fields.
+MODE_SETTINGS: dict[str, tuple[str, ...]] = {"rescore": ("attention_weight", "nbest"),
+                                             "joint": ("ctc_weight", "lm_weight", "char_bonus", "beam", "pre_beam")}
 # What is known of each corpus's terms (the model card repeats it; the user must honour it).
 CORPUS_TERMS: dict[str, tuple[str, str]] = {
     "synth": ("the recipe's synthetic Korean call-centre corpus (kocall synth: sentences from its grammar, "
@@ -67,6 +74,7 @@ class ModelPackage:
     root: Path
     manifest: dict
     search: dict[str, Any]   # beam, token_topk, token_min_logp, bonus_unit, lm_weight, word_bonus
+    modes: dict[str, dict[str, Any]] = field(default_factory=dict)   # mode -> its MODE_SETTINGS tuned on dev
 
     def model_dir(self, precision: str = "float") -> Path:
         if precision not in PRECISIONS:
@@ -105,7 +113,30 @@ def load_package(path: str | os.PathLike) -> ModelPackage:
     search.update({k: conf[k] for k in ("beam", "token_topk", "token_min_logp", "bonus_unit") if k in conf})
     best = read_json(root / "best_weights.json")
     search.update({k: best[k] for k in ("lm_weight", "word_bonus") if k in best})
-    return ModelPackage(root, manifest, search)
+    return ModelPackage(root, manifest, search, {mode: _mode_settings(root, mode) for mode in MODE_SETTINGS
+                                                 if f"{mode}_weights.json" in manifest["files"]})
+
+
+def _mode_settings(root: Path, mode: str) -> dict[str, Any]:
+    """An attention mode's tuned settings, checked as the mode's config checks them."""
+    from kocall.joint_decode import JointConfig, RescoreConfig
+
+    name = f"{mode}_weights.json"
+    tuned = read_json(root / name)
+    if not isinstance(tuned, dict):
+        raise _fail(root, name, "is not a JSON object of settings")
+    settings = {k: tuned[k] for k in MODE_SETTINGS[mode] if k in tuned}
+    try:
+        (RescoreConfig if mode == "rescore" else JointConfig)(**settings)
+    except KocallError as err:
+        raise _fail(root, name, f"holds a bad setting: {err.format_message()}") from None
+    return settings
+
+
+def mode_settings(model: str | os.PathLike, mode: str) -> dict[str, Any]:
+    """The dev-tuned settings of attention mode `mode` that package `model` holds ({} for a model
+    dir, or a package without them)."""
+    return load_package(model).modes.get(mode, {}) if is_package(model) else {}
 
 
 def decoding_setup(model: str | os.PathLike, precision: str = "float", lm: str | os.PathLike | bool | None = None,
@@ -189,6 +220,10 @@ def write_package(amdir: str | os.PathLike, lang: str | os.PathLike, out: str | 
         load_lm_tables(tmp / "lm.npz", tmp / "tokens.txt")   # the units they were built over are the model's
         shutil.copyfile(sources["decode_conf"], tmp / "decode.yaml")
         shutil.copyfile(sources["best_weights"], tmp / "best_weights.json")
+        for mode in MODE_SETTINGS:   # the attention modes the decode stage tuned, if it ran them
+            tuned = amdir / f"decode_dev_{mode}" / "best_weights.json"
+            if tuned.is_file():
+                shutil.copyfile(tuned, tmp / f"{mode}_weights.json")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*"))
                  if p.is_file() and not p.name.startswith(".")}   # not atomic_dir's own marker
         card = model_card(amdir, lang, tmp, files, corpus, command, tables)
@@ -238,6 +273,9 @@ def model_card(amdir: Path, lang: Path, pkg: Path, files: dict[str, int], corpus
              f"{tables.num_arcs:,} n-grams); LM weight {best.get('lm_weight')} and bonus {best.get('word_bonus')} "
              f"chosen on {best.get('set', 'dev')} (CER {best.get('cer', float('nan')):.2f}) by the decode stage; "
              "explicit `kocall decode` options override them.",
+             *[f"- `kocall decode --mode {mode}`: {', '.join(f'{k} {v}' for k, v in settings.items())}, "
+               f"chosen on dev by the decode stage ({mode}_weights.json)."
+               for mode, settings in _card_modes(pkg).items()],
              f"- Sizes: float model {mb('float/'):.2f} MB, int8 model {mb('int8/'):.2f} MB, LM {mb('lm.npz'):.2f} MB; "
              f"package {sum(files.values()) / 1e6:.2f} MB.", ""]
     results = _optional_text(amdir / "RESULTS.md")
@@ -253,6 +291,10 @@ def model_card(amdir: Path, lang: Path, pkg: Path, files: dict[str, int], corpus
         lines += ["## Speed", "", "Not measured here: the report stage (steps/report.sh) times the float and int8 "
                   "networks (RTF, peak memory) and its summary then appears in this card."]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _card_modes(pkg: Path) -> dict[str, dict[str, Any]]:
+    return {mode: _mode_settings(pkg, mode) for mode in MODE_SETTINGS if (pkg / f"{mode}_weights.json").is_file()}
 
 
 @click.command("package")
