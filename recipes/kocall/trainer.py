@@ -1001,7 +1001,7 @@ def run_training(opts: RunOptions, tokenizer: Any = None) -> dict:
 def train_cmd(model_conf: str, train_dir: str, dev_dir: str, lang_dir: str, exp_dir: str, device: str, threads: int,
               seed: int, max_minutes: float | None, avg: int | None, stop_after_steps: int | None,
               no_progress: bool, pretrained: str | None, init_model: str | None, cache_dir: str | None) -> None:
-    """Train a CTC acoustic model (any family: conformer_ctc, whisper_ctc); kill and rerun to resume."""
+    """Train an acoustic model (any family: conformer_ctc, whisper_ctc, whisper_hybrid); kill and rerun to resume."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_output_dir(exp_dir, {"--train": train_dir, "--dev": dev_dir, "--lang": lang_dir})
     from kocall.device import require_device
