@@ -312,7 +312,8 @@ ATTENTION_OPTIONS: dict[str, dict[str, str]] = {
 @click.option("--attention-checkpoint", default=None, type=click.Path(dir_okay=False),
               help="full Whisper checkpoint whose decoder a whisper_ctc model uses in rescore/joint modes")
 @click.option("--attention-weight", type=float, default=1.0, show_default=True,
-              help="rescore: x the decoder's log-prob, added to the CTC+LM score (a package's tuned value unless given)")
+              help="rescore: x the decoder's log-prob, added to the CTC+LM score (a package's tuned value "
+                   "unless given)")
 @click.option("--rescore-nbest", type=int, default=32, show_default=True, help="rescore: hypotheses rescored")
 @click.option("--ctc-weight", type=float, default=0.3, show_default=True,
               help="joint: (1 - w) x attention + w x CTC prefix log-prob (with --joint-lm-weight, --char-bonus "
@@ -327,7 +328,7 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
                segmentation="auto", itn=False, mode="ctc", attention_checkpoint=None, attention_weight=1.0,
                rescore_nbest=32, ctc_weight=0.3, joint_lm_weight=0.0, char_bonus=0.0, joint_beam=4,
                threads=None) -> None:
-    """Decode WAV files, a data dir or an scp with a CTC model dir (any family: Conformer, Whisper-CTC)."""
+    """Decode WAV files, a data dir or an scp with a model dir or package (Conformer, Whisper-CTC, hybrid)."""
     from kocall.progress import progress_bar
 
     from kocall.model_dir import load_model_dir
@@ -371,7 +372,8 @@ def decode_cmd(wavs, model_dir, data_dir, scp, out, lm, beam, lm_weight, word_bo
 
         rescore_cfg = RescoreConfig(attention_weight=setting("attention_weight", attention_weight),
                                     nbest=setting("nbest", rescore_nbest))
-        joint_cfg = JointConfig(ctc_weight=setting("ctc_weight", ctc_weight), lm_weight=setting("lm_weight", joint_lm_weight),
+        joint_cfg = JointConfig(ctc_weight=setting("ctc_weight", ctc_weight),
+                                lm_weight=setting("lm_weight", joint_lm_weight),
                                 char_bonus=setting("char_bonus", char_bonus), beam=setting("beam", joint_beam),
                                 pre_beam=setting("pre_beam", JointConfig.pre_beam))
         if greedy or nbest_out or itn:
