@@ -270,9 +270,10 @@ class AttentionSide:
         column = np.full(int(vocab.max()) + 1, -1, dtype=np.int64)
         column[vocab] = np.arange(len(vocab))
         device = audio_features.device
+        rows = rows.to(device)   # once: every tree of the N-best reads them
         cache: dict = {}
         first = self.decoder(torch.tensor([self.sot], device=device), audio_features[:1], kv_cache=cache,
-                             output_rows=rows.to(device))[0, -1]                       # (N,): the first token
+                             output_rows=rows)[0, -1]                       # (N,): the first token
         # A token outside the search's vocabulary (a lone jamo's bytes) has probability 0 there,
         # and a pruned decoder has no row for it: such a text scores -inf without the decoder.
         scorable = [i for i, h in enumerate(hyps) if all(t < len(column) and column[t] >= 0 for t in h)]
@@ -286,7 +287,7 @@ class AttentionSide:
             logp = [first_logp]
             if tokens:
                 logits = self.decoder(torch.tensor([tokens], device=device), audio_features[:1], kv_cache=cache,
-                                      output_rows=rows.to(device), parents=parents)[0]
+                                      output_rows=rows, parents=parents)[0]
                 logp.append(torch.log_softmax(logits.float(), dim=-1))
             logp_nodes = torch.cat(logp).double().cpu().numpy()                        # (1 + nodes, N)
             for i, path in zip(members, paths):

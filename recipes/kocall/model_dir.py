@@ -97,7 +97,7 @@ def init_from_model_dir(model: nn.Module, path: str | os.PathLike, lang_dir: str
     check_required_files(path)
     if read_config(path).get("quantized") not in (False, None, "none"):   # judged before any weight loads
         raise KocallError(f"init model '{path}': an int8 model dir; start from the float one it was exported from")
-    source, tokenizer, config = load_model_dir(path)
+    source, tokenizer, _config = load_model_dir(path)
     wanted = Tokenizer.from_lang_dir(lang_dir)
     if list(tokenizer.symbols) != list(wanted.symbols):
         raise KocallError(f"init model '{path}': its units (tokens.txt, {len(tokenizer.symbols)}) differ from "
